@@ -1,0 +1,3 @@
+"""revostack: a process orchestrator for full-stack development."""
+
+__version__ = "0.1.0"

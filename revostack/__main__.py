@@ -1,0 +1,5 @@
+import sys
+
+from revostack.cli import main
+
+sys.exit(main())

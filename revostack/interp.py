@@ -1,0 +1,78 @@
+"""Interpolation of ``$VAR``, ``${VAR}``, ``${port}``, ``${host}``, ``${NAME.port}``, ``$$``. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+# $$ | ${...} | $NAME
+_TOKEN = re.compile(r"\$(?:(\$)|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One reference found in a string."""
+
+    text: str  # the reference as written, e.g. "${db.port}"
+    var: str | None = None  # a variable name
+    default: str | None = None  # from ${VAR:-default}
+    service: str | None = None  # "db" in ${db.port}; "" for ${port} / ${host}
+    attr: str | None = None  # "port" or "host"
+    braced: bool = False
+    start: int = 0
+
+    @property
+    def is_stack_ref(self) -> bool:
+        return self.attr is not None
+
+
+def _parse_braced(body: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """-> (var, default, service, attr)"""
+    if body in ("port", "host"):
+        return None, None, "", body
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_-]*)\.(port|host)", body)
+    if m:
+        return None, None, m.group(1), m.group(2)
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(:?-)(.*)", body, re.S)
+    if m:
+        return m.group(1), m.group(3), None, None
+    return body, None, None, None
+
+
+def references(text: str) -> list[Ref]:
+    refs = []
+    for m in _TOKEN.finditer(text):
+        if m.group(1):
+            continue
+        if m.group(3) is not None:
+            refs.append(Ref(m.group(0), var=m.group(3), start=m.start()))
+            continue
+        var, default, service, attr = _parse_braced(m.group(2))
+        refs.append(Ref(m.group(0), var, default, service, attr, True, m.start()))
+    return refs
+
+
+def expand(text: str, resolve: Callable[[Ref], str | None], *, shell: bool = False) -> str:
+    """Replace every reference by ``resolve(ref)``.
+
+    ``shell=True`` is for a string ``cmd`` run through ``/bin/sh -c``: only revostack's own
+    ``${port}``/``${host}``/``${NAME.port}``/``${NAME.host}`` are replaced; ``$VAR``, ``${VAR}``
+    and ``$$`` are left to the shell, which sees the same environment.
+    A resolver returning None leaves the reference as written.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1):
+            return m.group(0) if shell else "$"
+        if m.group(3) is not None:
+            ref = Ref(m.group(0), var=m.group(3), start=m.start())
+        else:
+            var, default, service, attr = _parse_braced(m.group(2))
+            ref = Ref(m.group(0), var, default, service, attr, True, m.start())
+        if shell and not ref.is_stack_ref:
+            return m.group(0)
+        value = resolve(ref)
+        return m.group(0) if value is None else value
+
+    return _TOKEN.sub(sub, text)

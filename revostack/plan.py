@@ -1,0 +1,312 @@
+"""The plan: which port each instance gets, and the environment, command and health check it
+runs with. Pure: the world (is a port free, who holds it) is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Protocol
+
+from revostack import interp
+from revostack.stackfile import Health, HealthKind, Service, Stack, Strategy, env_prefix
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a port."""
+
+    pid: int | None
+    user: str | None = None
+    name: str | None = None
+    cmdline: str | None = None
+    cls: str = "unknown"  # ours-running | ours-stale | external | unknown
+    create_time: float | None = None
+    same_user: bool = False
+    protected: bool = False  # pid 1, revostack itself or an ancestor: never stopped
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return "an unknown process"
+        return f"pid {self.pid} {self.name or '?'} ({self.cls})"
+
+    def to_json(self) -> dict:
+        return {"pid": self.pid, "user": self.user, "name": self.name, "cmdline": self.cmdline, "class": self.cls}
+
+
+class PortWorld(Protocol):
+    def is_free(self, port: int) -> bool: ...
+    def holder(self, port: int) -> Holder | None: ...
+    def os_port(self) -> int: ...
+
+
+class Action:
+    NONE = ""
+    MOVED = "moved"
+    RECLAIM = "reclaimed"  # stop our own stale holder, take the port back
+    STOP = "stopped"  # aggressive: stop a same-user holder running the same program
+
+
+@dataclass(frozen=True)
+class PortChoice:
+    preferred: int | None
+    port: int | None
+    reason: str | None = None
+    holder: Holder | None = None
+    action: str = Action.NONE
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str  # "backend.1"
+    service: Service
+    index: int
+    port: PortChoice
+    env: Mapping[str, str] = field(default_factory=dict)
+    cmd: str | tuple[str, ...] = ""
+    health: Health | None = None
+
+    @property
+    def cwd(self) -> Path:
+        return self.service.cwd
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: Stack
+    instances: tuple[Instance, ...]
+    levels: tuple[tuple[str, ...], ...]  # service names by dependency level
+    failures: tuple[str, ...] = ()  # instances that got no port, with why
+
+    def by_name(self) -> dict[str, Instance]:
+        return {i.name: i for i in self.instances}
+
+    def of_service(self, name: str) -> list[Instance]:
+        return [i for i in self.instances if i.service.name == name]
+
+
+def same_program(cmd: str | tuple[str, ...], holder_cmdline: str | None) -> bool:
+    """Whether a holder's command line runs the same program as a service's cmd
+    (compared by the program's base name, skipping ``exec``/``env`` and interpreters' flags)."""
+    import os
+    import shlex
+
+    if not holder_cmdline:
+        return False
+    try:
+        words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    except ValueError:
+        words = str(cmd).split()
+    words = [w for w in words if w not in ("exec", "env") and "=" not in w.split("/")[0]]
+    if not words:
+        return False
+    theirs = holder_cmdline.split()
+
+    def key(ws: list[str]) -> list[str]:
+        # "python app.py" and "/usr/bin/python3 app.py" are the same program: compare the
+        # interpreter family and the first argument that is not a flag.
+        base = os.path.basename(ws[0]).rstrip("0123456789.") or ws[0]
+        rest = [os.path.basename(w) for w in ws[1:] if not w.startswith("-")][:1]
+        return [base] + rest
+
+    return key(words) == key(theirs)
+
+
+def plan_ports(
+    stack: Stack,
+    names: Iterable[str],
+    world: PortWorld,
+    strategy: Strategy | None = None,
+    keep: Mapping[str, int] | None = None,
+) -> dict[str, PortChoice]:
+    """Choose a port for every instance of the named services, in start order.
+
+    ``keep`` maps instance names to ports they already hold (a running stack): those stay.
+    """
+    strategy = strategy or stack.strategy
+    keep = keep or {}
+    chosen: dict[str, PortChoice] = {}
+    used: set[int] = set(keep.values())
+    order = [n for level in stack.levels(set(names)) for n in level]
+    for sname in order:
+        svc = stack.services[sname]
+        for idx, inst in enumerate(svc.instances, 1):
+            if svc.port is None:
+                chosen[inst] = PortChoice(None, None)
+                continue
+            if inst in keep:
+                chosen[inst] = PortChoice(svc.port + idx - 1 if svc.port else 0, keep[inst])
+                continue
+            if svc.port == 0:
+                port = world.os_port()
+                while port in used:
+                    port = world.os_port()
+                used.add(port)
+                chosen[inst] = PortChoice(0, port, "0 asks the OS for a free port")
+                continue
+            choice = _choose(svc, idx, world, strategy, used)
+            if choice.port is not None:
+                used.add(choice.port)
+            chosen[inst] = choice
+    return chosen
+
+
+def _choose(svc: Service, idx: int, world: PortWorld, strategy: Strategy, used: set[int]) -> PortChoice:
+    base = svc.port or 0
+    preferred = base + idx - 1
+    if preferred > 65535:
+        preferred = base
+    candidates = [preferred] + [p for p in (base, *svc.fallback) if p != preferred]
+    first_holder: Holder | None = None
+    first_reason = ""
+    for i, port in enumerate(candidates):
+        if port in used:
+            if i == 0:
+                first_reason = f"{port} is assigned to another instance of this stack"
+            continue
+        if world.is_free(port):
+            if i == 0:
+                return PortChoice(preferred, port)
+            reason = f"{first_reason} -> moved to {port}" if first_reason else f"moved to {port}"
+            return PortChoice(preferred, port, reason, first_holder, Action.MOVED)
+        holder = world.holder(port)
+        if i == 0:
+            first_holder = holder
+            who = holder.describe() if holder else "an unknown process"
+            first_reason = f"{port} held by {who}"
+            action = decide(svc, holder, strategy)
+            if action:
+                verb = "will be reclaimed" if action == Action.RECLAIM else "holder will be stopped"
+                return PortChoice(preferred, port, f"{first_reason} -> {verb}", holder, action)
+    tried = f"{candidates[0]}" + (f" and {len(candidates) - 1} fallback{'s' if len(candidates) > 2 else ''}" if len(candidates) > 1 else "")
+    return PortChoice(preferred, None, f"{first_reason or 'taken'}; no free port among {tried}", first_holder, Action.NONE)
+
+
+def decide(svc: Service, holder: Holder | None, strategy: Strategy) -> str:
+    """What the strategy does about a holder of a service's preferred port."""
+    if holder is None or holder.pid is None or holder.protected or not holder.same_user:
+        return Action.NONE
+    if holder.cls == "ours-stale" and strategy in (Strategy.INTELLIGENT, Strategy.AGGRESSIVE):
+        return Action.RECLAIM
+    if holder.cls == "external" and strategy is Strategy.AGGRESSIVE and same_program(svc.cmd, holder.cmdline):
+        return Action.STOP
+    return Action.NONE
+
+
+def build(
+    stack: Stack,
+    selected: set[str],
+    ports: Mapping[str, PortChoice],
+    environ: Mapping[str, str],
+    color: bool | None = None,
+) -> Plan:
+    """The full plan for the selected services (see ``Stack.selection``)."""
+    levels = tuple(tuple(level) for level in stack.levels(selected))
+    service_ports = {}
+    for svc in stack.services.values():
+        first = ports.get(f"{svc.name}.1")
+        service_ports[svc.name] = first.port if first else None
+    instances = []
+    failures = []
+    for level in levels:
+        for sname in level:
+            svc = stack.services[sname]
+            for idx, inst in enumerate(svc.instances, 1):
+                choice = ports.get(inst, PortChoice(None, None))
+                if svc.port is not None and choice.port is None:
+                    failures.append(f"{inst}: {choice.reason or 'no port'}")
+                env = instance_env(stack, svc, inst, choice.port, ports, service_ports, environ, color)
+                instances.append(
+                    Instance(inst, svc, idx, choice, env, resolve_cmd(stack, svc, choice.port, service_ports, env),
+                             resolve_health(stack, svc, choice.port, service_ports, env))
+                )
+    return Plan(stack, tuple(instances), levels, tuple(failures))
+
+
+def _resolver(stack: Stack, svc: Service | None, port: int | None, service_ports: Mapping[str, int | None],
+              env: Mapping[str, str]) -> Callable[[interp.Ref], str | None]:
+    def resolve(ref: interp.Ref) -> str | None:
+        if ref.is_stack_ref:
+            if ref.service == "":
+                return stack.host if ref.attr == "host" else (None if port is None else str(port))
+            if ref.attr == "host":
+                return stack.host
+            p = service_ports.get(ref.service or "")
+            return None if p is None else str(p)
+        if ref.var in env:
+            return env[ref.var]
+        return ref.default
+
+    return resolve
+
+
+def instance_env(
+    stack: Stack,
+    svc: Service,
+    inst: str,
+    port: int | None,
+    ports: Mapping[str, PortChoice],
+    service_ports: Mapping[str, int | None],
+    environ: Mapping[str, str],
+    color: bool | None = None,
+) -> dict[str, str]:
+    """The environment of one instance, layered as docs/stackfile.md says (later wins)."""
+    ours: dict[str, str] = {}
+    for other in stack.services.values():
+        if other.port is None:
+            continue
+        first = service_ports.get(other.name)
+        if first is not None:
+            ours[f"{env_prefix(other.name)}_PORT"] = str(first)
+            ours[f"{env_prefix(other.name)}_HOST"] = stack.host
+        if other.scale > 1:
+            for oi in other.instances:
+                c = ports.get(oi)
+                if c is not None and c.port is not None:
+                    ours[f"{env_prefix(oi)}_PORT"] = str(c.port)
+                    ours[f"{env_prefix(oi)}_HOST"] = stack.host
+    if port is not None:
+        ours[svc.port_env] = str(port)
+    ours["REVOSTACK_STACK"] = stack.id
+    ours["REVOSTACK_SERVICE"] = inst
+
+    env = dict(environ)
+    for layer, interpolate in ((stack.dotenv, False), (stack.env, True), (svc.dotenv, False), (svc.env, True)):
+        for key, value in layer.items():
+            if interpolate:
+                context = {**env, **ours}
+                value = interp.expand(value, _resolver(stack, svc, port, service_ports, context))
+            env[key] = value
+    env.update(ours)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if color is True:
+        env.setdefault("FORCE_COLOR", "1")
+        env.setdefault("CLICOLOR_FORCE", "1")
+    elif color is False:
+        env["NO_COLOR"] = "1"
+    return env
+
+
+def resolve_cmd(stack: Stack, svc: Service, port: int | None, service_ports: Mapping[str, int | None],
+                env: Mapping[str, str]) -> str | tuple[str, ...]:
+    resolve = _resolver(stack, svc, port, service_ports, env)
+    if isinstance(svc.cmd, str):
+        return interp.expand(svc.cmd, resolve, shell=True)
+    return tuple(interp.expand(a, resolve) for a in svc.cmd)
+
+
+def resolve_health(stack: Stack, svc: Service, port: int | None, service_ports: Mapping[str, int | None],
+                   env: Mapping[str, str]) -> Health | None:
+    h = svc.health
+    if h is None:
+        return None
+    host = stack.host
+    if h.implicit and host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    resolve = _resolver(replace(stack, host=host) if host != stack.host else stack, svc, port, service_ports, env)
+    return replace(h, target=interp.expand(h.target, resolve, shell=h.kind is HealthKind.CMD))
+
+
+def secret_like(key: str) -> bool:
+    k = key.upper()
+    return any(word in k for word in ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"))

@@ -1,0 +1,216 @@
+"""The world outside: which ports are free, who holds them, which processes are ours.
+
+The only module that uses psutil. Everything that signals a process goes through
+``may_signal`` first: never pid 1, never revostack itself or its ancestors, never another
+user's process, and only processes proven ours (pid + create time, or the stack marker).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from revostack.plan import Holder
+
+# psutil is imported where it is used, so that `revostack ports` on a free machine stays fast.
+
+MARKER = "REVOSTACK_STACK"
+
+
+def can_bind(port: int, host: str) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        s = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return True  # no such address family here: nothing can hold it
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return True
+    except OSError as e:
+        if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            return True  # the address does not exist on this machine
+        return False
+    finally:
+        s.close()
+
+
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Free as servers see it: bindable with SO_REUSEADDR on the stack's host and on 0.0.0.0."""
+    hosts = [host] if host in ("0.0.0.0", "") else [host, "0.0.0.0"]
+    return all(can_bind(port, h) for h in hosts)
+
+
+def os_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def listeners() -> dict[int, list[tuple[str, int | None]]]:
+    """Every listening TCP socket, by port: [(address, pid or None)]. One pass over the system."""
+    import psutil
+    out: dict[int, list[tuple[str, int | None]]] = {}
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, PermissionError):
+        conns = []
+        for p in psutil.process_iter():
+            try:
+                conns.extend(_with_pid(p.net_connections(kind="tcp"), p.pid))
+            except (psutil.Error, OSError):
+                pass
+    for c in conns:
+        if c.status != psutil.CONN_LISTEN or not c.laddr:
+            continue
+        out.setdefault(c.laddr.port, []).append((c.laddr.ip, c.pid))
+    return out
+
+
+def _with_pid(conns, pid):
+    return [c._replace(pid=pid) if hasattr(c, "_replace") and getattr(c, "pid", None) is None else c for c in conns]
+
+
+def conflicts(listen_ip: str, host: str) -> bool:
+    """Whether a listener on ``listen_ip`` stops us binding ``host``."""
+    wild = ("0.0.0.0", "::", "")
+    return listen_ip in wild or host in wild or listen_ip == host or (host == "127.0.0.1" and listen_ip == "::ffff:127.0.0.1")
+
+
+def ancestors() -> set[int]:
+    import psutil
+    out = {os.getpid()}
+    try:
+        p = psutil.Process()
+        out.update(a.pid for a in p.parents())
+    except psutil.Error:
+        pass
+    return out
+
+
+@dataclass
+class Ownership:
+    """What proves a process is this stack's: its id, the pids recorded in state.json with their
+    create times, and whether that stack's ``up`` is alive right now."""
+
+    stack_id: str
+    recorded: Mapping[int, float]
+    running: bool = False
+
+    def owns(self, proc: psutil.Process) -> bool:
+        import psutil
+        try:
+            ct = proc.create_time()
+            if self.recorded.get(proc.pid) is not None and abs(self.recorded[proc.pid] - ct) < 0.05:
+                return True
+            return proc.environ().get(MARKER) == self.stack_id
+        except (psutil.Error, OSError):
+            return False
+
+
+def describe(pid: int | None, ownership: Ownership | None = None) -> Holder:
+    import psutil
+    if pid is None:
+        return Holder(None, cls="unknown")
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            name = proc.name()
+            try:
+                user = proc.username()
+            except (psutil.Error, KeyError):
+                user = str(proc.uids().real)
+            uid = proc.uids().real
+            try:
+                cmdline = " ".join(proc.cmdline())
+            except psutil.Error:
+                cmdline = None
+            create = proc.create_time()
+    except psutil.NoSuchProcess:
+        return Holder(None, cls="unknown")
+    except psutil.Error:
+        return Holder(pid, cls="unknown")
+    same = uid == os.getuid()
+    protected = pid == 1 or pid in ancestors()
+    cls = "external"
+    if ownership is not None and same and ownership.owns(proc):
+        cls = "ours-running" if ownership.running else "ours-stale"
+    return Holder(pid, user, name, cmdline, cls, create, same, protected)
+
+
+class ProbeWorld:
+    """The real ``PortWorld`` for the planner: bind tests, and holders from one socket pass."""
+
+    def __init__(self, host: str, ownership: Ownership | None = None):
+        self.host = host
+        self.ownership = ownership
+        self._listeners: dict[int, list[tuple[str, int | None]]] | None = None
+
+    def is_free(self, port: int) -> bool:
+        return is_free(port, self.host)
+
+    def os_port(self) -> int:
+        return os_port(self.host if self.host not in ("0.0.0.0", "") else "127.0.0.1")
+
+    def holder(self, port: int) -> Holder | None:
+        if self._listeners is None:
+            self._listeners = listeners()
+        entries = self._listeners.get(port, [])
+        pids = [pid for ip, pid in entries if conflicts(ip, self.host)] or [pid for _, pid in entries]
+        pid = next((p for p in pids if p is not None), None)
+        return describe(pid, self.ownership)
+
+
+def may_signal(pid: int, create_time: float | None, ownership: Ownership | None) -> bool:
+    """The absolute rule: only our own, living, same-user processes that are not protected."""
+    import psutil
+    if pid <= 1 or pid in ancestors():
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.uids().real != os.getuid():
+            return False
+        if create_time is not None and abs(proc.create_time() - create_time) < 0.05:
+            return True
+        return ownership is not None and ownership.owns(proc)
+    except (psutil.Error, OSError):
+        return False
+
+
+def create_time(pid: int) -> float | None:
+    import psutil
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def marked(stack_id: str, exclude: Iterable[int] = ()) -> list[psutil.Process]:
+    """Every living process of this user carrying ``REVOSTACK_STACK=stack_id``."""
+    import psutil
+    skip = set(exclude) | ancestors()
+    me = os.getuid()
+    out = []
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.pid in skip or proc.pid <= 1 or proc.info["uids"] is None or proc.info["uids"].real != me:
+                continue
+            if proc.environ().get(MARKER) == stack_id:
+                out.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def alive(pid: int, create_time: float | None = None) -> bool:
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - create_time) < 0.05
+    except (psutil.Error, OSError):
+        return False
