@@ -254,6 +254,47 @@ def cmd_init(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from revostack import export
+    from revostack import plan as planmod
+
+    if args.format not in export.FORMATS:
+        raise UsageError(f'unknown format "{args.format}": choose one of {", ".join(export.FORMATS)}')
+    stack = load_stack(args)
+    if args.port_base is not None:
+        # every port fixed by formula, whatever the machine holds now: base + 100 per service
+        fixed = {}
+        for i, svc in enumerate(stack.services.values()):
+            for idx, inst in enumerate(svc.instances, 1):
+                if svc.port is not None:
+                    p = args.port_base + 100 * i + idx - 1
+                    fixed[inst] = planmod.PortChoice(p, p)
+        plan = planmod.build(stack, set(stack.services), fixed, {})
+    else:
+        plan = _export_plan(stack)
+    files = export.render(plan, args.format, app=args.app or stack.name, user=args.user)
+    outdir = Path(args.outdir)
+    clash = [outdir / name for name in files if (outdir / name).exists()]
+    if clash and not args.force:
+        raise UsageError(f"{clash[0]} already exists (use --force to overwrite)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (outdir / name).write_text(text)
+        print(f"wrote {outdir / name}")
+    return EXIT_OK
+
+
+def _export_plan(stack):
+    """The plan against this machine's ports, with only the stack's own variables (not this
+    shell's whole environment) in each service's environment."""
+    from revostack import plan as planmod
+    from revostack import probe, rundir
+
+    selected = set(stack.services)
+    world = probe.ProbeWorld(stack.host, rundir.RunDir(stack).ownership(running=False))
+    return planmod.build(stack, selected, planmod.plan_ports(stack, selected, world), {})
+
+
 def table(headers, rows) -> str:
     from revostack.output import table as t
 
@@ -295,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="overwrite an existing Stackfile.toml")
     sp.add_argument("-o", "--output", help=argparse.SUPPRESS)
     sp.add_argument("-p", "--port", type=int, help="base port for Procfile entries (default $PORT or 5000)")
+    sp = add("export", cmd_export, "write config for supervisord, systemd, docker compose or a Procfile")
+    sp.add_argument("format", metavar="FORMAT", help="supervisord | systemd | compose | procfile")
+    sp.add_argument("outdir", metavar="OUTDIR")
+    sp.add_argument("--app", help="application name (default: the stack's name)")
+    sp.add_argument("--user", help="the user the services run as")
+    sp.add_argument("--port-base", type=int, help="fix ports by formula: base + 100 per service")
+    sp.add_argument("--force", action="store_true", help="overwrite existing files")
     for extra in EXTRA_COMMANDS:
         extra(add)
     return p
