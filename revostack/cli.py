@@ -295,6 +295,236 @@ def _export_plan(stack):
     return planmod.build(stack, selected, planmod.plan_ports(stack, selected, world), {})
 
 
+# -- running the stack ---------------------------------------------------------------------------
+
+def _child_color(no_color: bool) -> bool | None:
+    """What the children are told: FORCE_COLOR when we write to a terminal, NO_COLOR when off."""
+    if no_color or os.environ.get("NO_COLOR"):
+        return False
+    return True if sys.stdout.isatty() else None
+
+
+def cmd_up(args) -> int:
+    from revostack import output
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    if args.dashboard and not sys.stdout.isatty():
+        raise UsageError("--dashboard needs a terminal")
+    rd = RunDir(stack)
+    rd.acquire()
+    try:
+        names = list(args.services) or None
+        selected = stack.selection(names)  # unknown names fail before anything starts
+        _reclaim_leftovers(stack, rd, _strategy(args) or stack.strategy)
+        plan = make_plan(stack, list(selected), strategy=_strategy(args), color=_child_color(args.no_color))
+        if plan.failures:
+            for f in plan.failures:
+                print(f"revostack: {f}", file=sys.stderr)
+            return EXIT_PORTS
+        import asyncio
+
+        from revostack import runtime
+
+        return asyncio.run(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
+                          timestamps=args.timestamps, abort_on_exit=args.abort_on_exit, watch=not args.no_watch,
+                          dashboard=args.dashboard))
+    finally:
+        rd.release()
+
+
+def _reclaim_leftovers(stack, rd, strategy) -> None:
+    """Processes a dead earlier `up` of this stack left behind: stopped, unless the strategy is
+    conservative (then they are left, and ports move around them)."""
+    from revostack import probe
+    from revostack.stackfile import Strategy
+
+    found, notes = probe.leftovers(rd.ownership(running=False))
+    for n in notes:
+        print(f"revostack: {n}", file=sys.stderr)
+    if not found:
+        return
+    if strategy is Strategy.CONSERVATIVE:
+        for p in found:
+            print(f"revostack: pid {p.pid} ({p.name}) is left from an earlier run; conservative: not stopped", file=sys.stderr)
+        return
+    results = probe.terminate([p.pid for p in found], 15, stack.stop_timeout)
+    names = {p.pid: p.name for p in found}
+    for pid, killed in results:
+        print(f"revostack: stopped pid {pid} ({names[pid]}) left from an earlier run" + (" (killed)" if killed else ""),
+              file=sys.stderr)
+        rd.append_history({"service": None, "port": None, "holder": {"pid": pid, "name": names[pid]},
+                           "class": "ours-stale", "strategy": strategy.value, "action": "stopped",
+                           "result": "killed" if killed else "stopped"})
+
+
+def cmd_start(args) -> int:
+    from revostack import output, procfile
+    from revostack import plan as planmod
+    from revostack import probe
+
+    root = Path(args.app_root) if args.app_root else None
+    path = Path(args.procfile) if args.procfile else (root or Path.cwd()) / PROCFILE
+    if root is None:
+        root = path.parent
+    env_files = [root / f.strip() for f in args.env.split(",") if f.strip()] if args.env else None
+    if env_files is None and (root / ".env").is_file():
+        env_files = [root / ".env"]
+    stack = procfile.load(path, base_port=base_port(args.port), concurrency=parse_concurrency(args.concurrency),
+                          env_files=[f for f in env_files or [] if f.is_file() or _missing_env(f)], root=root)
+    selected = stack.selection(list(args.processes) or None)
+    color = output.color_enabled(sys.stdout, args.no_color)
+    ports = planmod.plan_ports(stack, selected, probe.ProbeWorld(stack.host))
+    plan = planmod.build(stack, selected, ports, os.environ, _child_color(args.no_color))
+    if plan.failures:
+        for f in plan.failures:
+            print(f"revostack: {f}", file=sys.stderr)
+        return EXIT_PORTS
+    import asyncio
+
+    from revostack import runtime
+
+    quiet = {q.strip() for q in (args.quiet or "").split(",") if q.strip()}
+    return asyncio.run(runtime.start(plan, color=color, prefix=not args.no_prefix, quiet=quiet))
+
+
+def _missing_env(f: Path) -> bool:
+    raise UsageError(f"env file {f} not found")
+
+
+def cmd_run(args) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("run: give a command, e.g. `revostack run -- python manage.py shell`")
+    stack = load_stack(args)
+    if args.service and args.service not in stack.services:
+        from revostack.errors import did_you_mean
+
+        raise UsageError(f'unknown service "{args.service}"{did_you_mean(args.service, stack.services)}')
+    plan = make_plan(stack, list(stack.services), color=_child_color(False))
+    live = _live_ports(stack)
+    env = dict(os.environ)
+    if args.service:
+        inst = plan.of_service(args.service)[0]
+        env = dict(inst.env)
+        cwd = str(inst.cwd)
+    else:
+        for inst in plan.instances:  # the stack's variables, without any one service's own
+            for k, v in inst.env.items():
+                if k.endswith(("_PORT", "_HOST")) or k in stack.env or k in stack.dotenv:
+                    env[k] = v
+        env["REVOSTACK_STACK"] = stack.id
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cwd = os.getcwd()
+    if live:
+        from revostack.stackfile import env_prefix
+
+        for row in live:
+            if row["instance"].endswith(".1"):
+                env[f"{env_prefix(row['service'])}_PORT"] = str(row["assigned"])
+            if args.service and row["service"] == args.service and row["instance"].endswith(".1"):
+                env[stack.services[args.service].port_env] = str(row["assigned"])
+    env.pop("REVOSTACK_SERVICE", None) if not args.service else None
+    try:
+        os.chdir(cwd)
+        os.execvpe(command[0], command, env)
+    except FileNotFoundError:
+        raise UsageError(f"run: command not found: {command[0]}") from None
+    except PermissionError:
+        raise UsageError(f"run: permission denied: {command[0]}") from None
+    return EXIT_FAILED
+
+
+def cmd_down(args) -> int:
+    import time
+
+    from revostack import control, probe
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    rd = RunDir(stack)
+    state = rd.read_state() or {}
+    reply = control.request_if_running(stack, {"cmd": "stop"})
+    if reply is not None:
+        pid = reply.get("pid")
+        timeout = max([s.stop_timeout for s in stack.services.values()] + [stack.stop_timeout]) * 2 + 10
+        deadline = time.monotonic() + timeout
+        while rd.is_locked() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if rd.is_locked():
+            print(f"revostack: the stack (pid {pid}) is still stopping after {timeout:g}s", file=sys.stderr)
+            return EXIT_FAILED
+        n = len(state.get("instances", {}))
+        print(f"stopped stack \"{stack.name}\" (up pid {pid}, {n} instance{'s' if n != 1 else ''})")
+        return EXIT_OK
+    if rd.is_locked():
+        # an `up` holds the lock but its socket does not answer: ask it with a signal, if it is provably it
+        pid, ct = state.get("pid"), state.get("create_time")
+        if isinstance(pid, int) and probe.alive(pid, ct) and probe.may_signal(pid, ct, None):
+            probe.terminate([pid], 15, 30)
+            print(f"stopped stack \"{stack.name}\" (up pid {pid} did not answer on its socket: sent SIGTERM)")
+            return EXIT_OK
+    found, notes = probe.leftovers(rd.ownership(running=False))
+    for n in notes:
+        print(n)
+    if not found:
+        print(f"stack \"{stack.name}\" is not running; nothing to stop")
+        rd.clear_state()
+        return EXIT_OK
+    results = dict(probe.terminate([p.pid for p in found], 15, stack.stop_timeout))
+    for p in found:
+        if p.pid in results:
+            print(f"stopped pid {p.pid} ({p.name}; {p.why})" + (" after SIGKILL" if results[p.pid] else ""))
+    rd.clear_state()
+    return EXIT_OK
+
+
+def cmd_ps(args) -> int:
+    from revostack import control, output, stats
+
+    stack = load_stack(args)
+    reply = control.request_if_running(stack, {"cmd": "ps"})
+    if reply is None:
+        if args.json:
+            print(json.dumps({"stack": stack.name, "running": False, "instances": []}, indent=2))
+        else:
+            print(f"stack \"{stack.name}\" is not running")
+        return EXIT_OK
+    rows = stats.rows(reply)
+    if args.json:
+        print(json.dumps({"stack": stack.name, "running": True, "instances": rows}, indent=2))
+        return EXIT_OK
+    print(output.table(["instance", "state", "pid", "port", "health", "restarts", "uptime", "cpu", "memory"], [
+        [r["instance"], r["state"], r["pid"] or "-", r["port"] or "-", r["health"] or "-", r["restarts"],
+         output.human_duration(r["uptime_s"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
+         output.human_bytes(r["memory_bytes"])] for r in rows]))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    from revostack import logs
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    return logs.show(RunDir(stack), stack, list(args.services), args.lines, args.follow,
+                     color=__import__("revostack.output", fromlist=["x"]).color_enabled(sys.stdout, False))
+
+
+def cmd_restart(args) -> int:
+    from revostack import control
+    from revostack.errors import StateError
+
+    stack = load_stack(args)
+    stack.selection(list(args.services))  # unknown names: exit 2 with a suggestion
+    reply = control.request_if_running(stack, {"cmd": "restart", "services": list(args.services), "deps": args.deps})
+    if reply is None:
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)")
+    print("restarting " + ", ".join(reply.get("restarted", [])))
+    return EXIT_OK
+
+
 def table(headers, rows) -> str:
     from revostack.output import table as t
 
@@ -336,6 +566,40 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="overwrite an existing Stackfile.toml")
     sp.add_argument("-o", "--output", help=argparse.SUPPRESS)
     sp.add_argument("-p", "--port", type=int, help="base port for Procfile entries (default $PORT or 5000)")
+    sp = add("up", cmd_up, "start the stack (or the named services and what they need) in the foreground")
+    sp.add_argument("services", nargs="*", metavar="SERVICE")
+    sp.add_argument("--no-watch", action="store_true", help="do not restart services when their files change")
+    sp.add_argument("--strategy", choices=["conservative", "intelligent", "aggressive"])
+    sp.add_argument("--abort-on-exit", action="store_true", help="stop the stack when any service ends for good")
+    sp.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=True)
+    sp.add_argument("--no-color", "--no-colour", action="store_true")
+    sp.add_argument("--dashboard", action="store_true", help="a live table in place of the scrolling log")
+    sp = add("down", cmd_down, "stop the running stack (or what a dead `up` left behind)")
+    sp = add("ps", cmd_ps, "live status of every instance")
+    sp.add_argument("--json", action="store_true")
+    sp = add("logs", cmd_logs, "the log files the running or last `up` wrote", parents=[])
+    sp.add_argument("--file", default=argparse.SUPPRESS, help="the Stackfile (or Procfile) to use")
+    sp.add_argument("services", nargs="*", metavar="SERVICE")
+    sp.add_argument("-n", "--lines", type=int, default=None, help="only the last N lines")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    sp = add("restart", cmd_restart, "restart services of the running stack")
+    sp.add_argument("services", nargs="+", metavar="SERVICE")
+    sp.add_argument("--deps", action="store_true", help="also restart the services that depend on them")
+    sp = add("run", cmd_run, "run a one-off command with the stack's environment", parents=[])
+    sp.add_argument("-f", "--file", default=argparse.SUPPRESS, help="the Stackfile (or Procfile) to use")
+    sp.add_argument("-s", "--service", help="also use this service's env, cwd and port")
+    sp.add_argument("-e", "--env", help=argparse.SUPPRESS)
+    sp.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    sp = add("start", cmd_start, "honcho-compatible: run a Procfile", parents=[])
+    sp.add_argument("processes", nargs="*", metavar="PROCESS")
+    sp.add_argument("-f", "--procfile", help="the Procfile (default: ./Procfile)")
+    sp.add_argument("-e", "--env", help="comma-separated .env files (default: .env)")
+    sp.add_argument("-d", "--app-root", help="the folder the processes run in")
+    sp.add_argument("-p", "--port", type=int, help="base port (default $PORT or 5000)")
+    sp.add_argument("-c", "--concurrency", help="e.g. web=2,worker=1")
+    sp.add_argument("-q", "--quiet", help="comma-separated processes whose output is not shown")
+    sp.add_argument("--no-colour", "--no-color", dest="no_color", action="store_true")
+    sp.add_argument("--no-prefix", action="store_true")
     sp = add("export", cmd_export, "write config for supervisord, systemd, docker compose or a Procfile")
     sp.add_argument("format", metavar="FORMAT", help="supervisord | systemd | compose | procfile")
     sp.add_argument("outdir", metavar="OUTDIR")

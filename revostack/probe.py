@@ -214,3 +214,74 @@ def alive(pid: int, create_time: float | None = None) -> bool:
         return create_time is None or abs(proc.create_time() - create_time) < 0.05
     except (psutil.Error, OSError):
         return False
+
+
+@dataclass
+class Leftover:
+    pid: int
+    name: str
+    cmdline: str
+    why: str  # "recorded in state.json" | "carries the stack marker"
+
+
+def leftovers(ownership: Ownership, exclude: Iterable[int] = ()) -> tuple[list[Leftover], list[str]]:
+    """Processes a dead ``up`` of this stack left: recorded ones whose create time still matches,
+    and every process carrying the marker. Also returns notes on recorded pids left alone."""
+    import psutil
+
+    found: dict[int, Leftover] = {}
+    notes: list[str] = []
+    skip = set(exclude) | ancestors()
+    for pid, ct in ownership.recorded.items():
+        if pid in skip:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if abs(proc.create_time() - ct) < 0.05 and proc.uids().real == os.getuid():
+                found[pid] = Leftover(pid, proc.name(), " ".join(proc.cmdline()), "recorded in state.json")
+            elif not ownership.owns(proc):
+                notes.append(f"pid {pid} ({proc.name()}) now belongs to another program: left alone")
+        except (psutil.Error, OSError):
+            continue
+    for proc in marked(ownership.stack_id, exclude=skip | set(found)):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            found[proc.pid] = Leftover(proc.pid, proc.name(), " ".join(proc.cmdline()), "carries the stack marker")
+        except (psutil.Error, OSError):
+            continue
+    return sorted(found.values(), key=lambda x: x.pid), notes
+
+
+def terminate(pids: Iterable[int], sig: int, timeout: float) -> list[tuple[int, bool]]:
+    """Send ``sig`` to each process (and its group when it leads one), SIGKILL whatever is left
+    after ``timeout``. Callers pass only pids proven ours. Returns [(pid, had_to_be_killed)]."""
+    import signal as _signal
+
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            procs.append(p)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                p.send_signal(sig)
+        except (psutil.Error, OSError):
+            continue
+    gone, alive_ = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive_:
+        try:
+            if os.getpgid(p.pid) == p.pid:
+                os.killpg(p.pid, _signal.SIGKILL)
+            else:
+                p.kill()
+        except (psutil.Error, OSError):
+            pass
+    psutil.wait_procs(alive_, timeout=5)
+    killed = {p.pid for p in alive_}
+    return [(p.pid, p.pid in killed) for p in procs]

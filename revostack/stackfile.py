@@ -346,7 +346,7 @@ class _Loader:
                 items.append((v, None))
         elif isinstance(value, dict):
             for k, v in value.items():
-                if v not in {c.value for c in Condition}:
+                if not isinstance(v, str) or v not in {c.value for c in Condition}:
                     self.err(path + ("depends_on", k), f'condition must be started, healthy or completed, not {v!r}'
                              + (did_you_mean(v, [c.value for c in Condition]) if isinstance(v, str) else ""))
                     continue

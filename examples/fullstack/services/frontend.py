@@ -14,6 +14,10 @@ def hello() -> dict:
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/health":
+            self.send_response(204)
+            self.end_headers()
+            return
         data = hello()
         page = f"<h1>{data['message']}</h1><p>schema version {data['schema']}</p>\n".encode()
         self.send_response(200)

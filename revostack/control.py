@@ -1,0 +1,156 @@
+"""The control socket: how other commands talk to a running ``up``.
+
+Protocol: the client connects to ``.revostack/control.sock`` (mode 0600), sends one JSON
+object on one line, and reads one JSON object on one line back. Requests:
+``{"cmd": "ping"}``, ``{"cmd": "ps"}``, ``{"cmd": "ports"}``,
+``{"cmd": "restart", "services": [...], "deps": false}``, ``{"cmd": "stop"}``.
+Every reply has ``"ok"``; errors carry ``"error"``. Every client call has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from revostack.errors import StateError
+
+TIMEOUT = 3.0
+
+
+# -- server side (runs inside `up`, on the event loop) -------------------------------------------
+
+async def serve(sup, path: Path):
+    import asyncio
+
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(lambda r, w: _handle(sup, r, w), path=str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return server
+
+
+async def _handle(sup, reader, writer) -> None:
+    import asyncio
+
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            line = await reader.readline()
+        try:
+            req = json.loads(line)
+            reply = answer(sup, req if isinstance(req, dict) else {})
+        except ValueError:
+            reply = {"ok": False, "error": "bad request: not JSON"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+    except (asyncio.TimeoutError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+def answer(sup, req: dict[str, Any]) -> dict[str, Any]:
+    cmd = req.get("cmd")
+    snap = sup.snapshot()
+    if cmd == "ping":
+        return {"ok": True, "pid": snap["pid"], "stack": snap["name"]}
+    if cmd == "ps":
+        return {"ok": True, **snap}
+    if cmd == "ports":
+        return {"ok": True, "stack": snap["name"], "instances": ports_rows(snap)}
+    if cmd == "restart":
+        names = req.get("services") or []
+        unknown = [n for n in names if n not in sup.stack.services]
+        if unknown:
+            from revostack.errors import did_you_mean
+
+            return {"ok": False, "error": "; ".join(f'unknown service "{n}"{did_you_mean(n, sup.stack.services)}' for n in unknown)}
+        running = {st.service for st in sup.instances.values()}
+        missing = [n for n in names if n not in running]
+        if missing:
+            return {"ok": False, "error": f"not part of the running stack: {', '.join(missing)}"}
+        return {"ok": True, "restarted": sup.restart(names, bool(req.get("deps")))}
+    if cmd == "stop":
+        sup.request_stop("revostack down")
+        return {"ok": True, "pid": snap["pid"]}
+    return {"ok": False, "error": f"unknown request {cmd!r}"}
+
+
+def ports_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, i in snap["instances"].items():
+        if i.get("port") is None:
+            continue
+        reason = i.get("reason")
+        rows.append({"instance": name, "service": i["service"], "env": i.get("env", "PORT"), "preferred": i.get("preferred"),
+                     "assigned": i["port"], "reason": reason, "holder": i.get("holder")})
+    return rows
+
+
+# -- client side -------------------------------------------------------------------------------
+
+class NoAnswer(Exception):
+    """The socket exists but nothing (or nothing sensible) answers on it."""
+
+
+def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """One request. FileNotFoundError/ConnectionRefusedError when no ``up`` listens;
+    NoAnswer when it does not answer in time."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+        s.sendall(json.dumps(msg).encode() + b"\n")
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not data.endswith(b"\n"):
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        raise NoAnswer(f"{path} did not answer within {timeout:g}s") from None
+    finally:
+        s.close()
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise NoAnswer(f"{path} gave no valid answer") from None
+    if not isinstance(reply, dict):
+        raise NoAnswer(f"{path} gave no valid answer")
+    return reply
+
+
+def request_if_running(stack, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any] | None:
+    """The reply of the running ``up`` of this stack, or None when it is not running.
+    A socket that does not answer is reported on stderr and treated as not running."""
+    import sys
+
+    from revostack.rundir import RunDir
+
+    rd = RunDir(stack)
+    if not rd.socket_path.exists():
+        return None
+    try:
+        reply = request(rd.socket_path, msg, timeout)
+    except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        return None
+    except NoAnswer as e:
+        print(f"revostack: warning: {e}; treating the stack as not running", file=sys.stderr)
+        return None
+    except OSError as e:
+        print(f"revostack: warning: control socket: {e.strerror or e}; treating the stack as not running", file=sys.stderr)
+        return None
+    if not reply.get("ok"):
+        raise StateError(reply.get("error") or "the running stack refused the request")
+    return reply

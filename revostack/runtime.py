@@ -1,0 +1,29 @@
+"""Entry points of the runtime for the CLI: build the sink and the supervisor and run them."""
+
+from __future__ import annotations
+
+import sys
+
+from revostack.plan import Plan
+from revostack.sink import Sink
+from revostack.supervisor import Options, Supervisor
+
+
+async def up(plan: Plan, rundir, *, color: bool, timestamps: bool = True, abort_on_exit: bool = False,
+             watch: bool = True, dashboard: bool = False) -> int:
+    rundir.ensure()
+    sink = Sink(sys.stdout.buffer, color=color, timestamps=timestamps, log_dir=rundir.logs, echo=not dashboard)
+    sup = Supervisor(plan, sink, rundir, Options(abort_on_exit=abort_on_exit, watch=watch))
+    if dashboard:
+        from revostack import dashboard as dash
+
+        return await dash.run_with(sup)
+    return await sup.run()
+
+
+async def start(plan: Plan, *, color: bool, prefix: bool = True, quiet: set[str] | None = None) -> int:
+    """``revostack start``: honcho's rules — the first exit stops everything, its code is ours."""
+    quiet_instances = {i.name for i in plan.instances if i.service.name in (quiet or set()) or i.name in (quiet or set())}
+    sink = Sink(sys.stdout.buffer, color=color, prefix=prefix, quiet=quiet_instances)
+    sup = Supervisor(plan, sink, None, Options(abort_on_exit=True, honcho=True, watch=False))
+    return await sup.run()

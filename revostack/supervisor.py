@@ -1,0 +1,576 @@
+"""The orchestration: one asyncio task per instance, one stop Event, clean shutdown.
+
+Each instance task waits for its dependencies' conditions, spawns its child in a new session,
+runs its health check, waits for the exit (or a restart request) and lets the restart policy
+decide what happens next. Signals only set Events. All state lives on the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Iterable
+
+from revostack import graph, policy, process
+from revostack.health import Checker
+from revostack.plan import Instance, Plan
+from revostack.sink import Sink
+from revostack.stackfile import Condition, Restart
+
+
+class State(str, Enum):
+    WAITING = "waiting"  # for its dependencies
+    STARTING = "starting"  # spawned, health check not passed yet
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    RUNNING = "running"  # spawned, no health check
+    RESTARTING = "restarting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+ENDED = {State.COMPLETED, State.FAILED, State.STOPPED}
+FAST_POLL = 0.02  # readiness is polled this fast at first, doubling up to the check's interval
+
+
+@dataclass
+class InstanceState:
+    inst: Instance
+    tracker: policy.RestartTracker
+    state: State = State.WAITING
+    child: process.Child | None = None
+    port: int | None = None
+    restarts: int = 0
+    started_wall: float | None = None
+    stable_since: float | None = None
+    health: str | None = None
+    returncode: int | None = None
+    ever_started: bool = False
+    task: asyncio.Task | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    healthy: asyncio.Event = field(default_factory=asyncio.Event)
+    completed: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    restart_request: asyncio.Event = field(default_factory=asyncio.Event)
+    restart_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.inst.name
+
+    @property
+    def service(self) -> str:
+        return self.inst.service.name
+
+
+@dataclass
+class Options:
+    abort_on_exit: bool = False
+    honcho: bool = False  # `revostack start`: honcho's messages and exit code rules
+    watch: bool = True
+    strategy: object = None
+
+
+class Supervisor:
+    def __init__(self, plan: Plan, sink: Sink, rundir=None, options: Options | None = None):
+        self.plan = plan
+        self.stack = plan.stack
+        self.sink = sink
+        self.rundir = rundir
+        self.options = options or Options()
+        self.instances: dict[str, InstanceState] = {}
+        for inst in plan.instances:
+            svc = inst.service
+            st = InstanceState(inst, policy.RestartTracker(svc.restart, svc.max_restarts, svc.backoff), port=inst.port.port)
+            self.instances[inst.name] = st
+            sink.add(inst.name, svc.name)
+        self.stop_event = asyncio.Event()
+        self.kill_now = asyncio.Event()
+        self.stopping = False
+        self.stop_reason: str | None = None
+        self.signal_received: int | None = None
+        self.first_exit: int | None = None  # honcho: the first process's exit code
+        self.any_failed = False
+        self.started_at = time.time()
+        self._state_dirty = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the whole run ----------------------------------------------------------------------
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.sink.loop = self.loop
+        process.become_subreaper()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self.loop.add_signal_handler(sig, self._on_signal, sig)
+        server = None
+        if self.rundir is not None:
+            from revostack import control
+
+            server = await control.serve(self, self.rundir.socket_path)
+        watcher = None
+        if self.options.watch and any(st.inst.service.watch for st in self.instances.values()):
+            from revostack import watch
+
+            watcher = asyncio.create_task(watch.run(self))
+        self.save_state()
+        for st in self.instances.values():
+            st.task = asyncio.create_task(self.lifecycle(st))
+        self.loop.create_task(self._watch_all_ended())
+        try:
+            await self.stop_event.wait()
+        finally:
+            await self.shutdown()
+            if watcher is not None:
+                watcher.cancel()
+            if server is not None:
+                server.close()
+                try:
+                    os.unlink(self.rundir.socket_path)
+                except OSError:
+                    pass
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self.loop.remove_signal_handler(sig)
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        if self.options.honcho:
+            if self.first_exit is not None:
+                return self.first_exit
+            if self.signal_received is not None:
+                return 128 + self.signal_received
+            return 0
+        return 1 if self.any_failed else 0
+
+    def _on_signal(self, sig: int) -> None:
+        if self.stopping or self.stop_event.is_set():
+            if sig == signal.SIGINT:
+                self.kill_now.set()  # a second Ctrl-C: kill at once
+            return
+        self.signal_received = sig
+        self.sink.system(f"{signal.Signals(sig).name} received, stopping")
+        self.request_stop(f"{signal.Signals(sig).name}")
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop_event.set()
+
+    async def _watch_all_ended(self) -> None:
+        """When every instance has ended for good, there is nothing left to run: stop."""
+        while not self.stop_event.is_set():
+            await asyncio.gather(*(st.ended.wait() for st in self.instances.values()))
+            if all(st.ended.is_set() for st in self.instances.values()):
+                self.request_stop("all services ended")
+                return
+
+    # -- one instance -----------------------------------------------------------------------
+    async def lifecycle(self, st: InstanceState) -> None:
+        try:
+            while True:
+                if not await self.wait_dependencies(st):
+                    return
+                st.restart_request.clear()
+                if not await self.start(st):
+                    return
+                outcome, code = await self.supervise(st)
+                if self.stopping:
+                    return
+                if outcome == "restart":
+                    st.restarts += 1
+                    self.sink.system(f"{st.name} restarting ({st.restart_reason})")
+                    st.state = State.RESTARTING
+                    self.save_state()
+                    continue
+                decision = st.tracker.on_exit(code, st.stable_since, time.monotonic(), unhealthy=outcome != "exit")
+                if decision.completed:
+                    self._ended(st, State.COMPLETED)
+                    st.completed.set()
+                    return
+                if not decision.restart:
+                    if decision.failed:
+                        self.sink.system(f"{st.name} failed: {decision.why}" + (
+                            "" if st.inst.service.restart is Restart.NO else ", not restarting"))
+                    self._ended(st, State.FAILED if decision.failed else State.COMPLETED)
+                    if decision.failed:
+                        self.any_failed = True
+                    return
+                st.state = State.RESTARTING
+                st.restarts += 1
+                self.save_state()
+                self.sink.system(f"{st.name} {decision.why}: restarting in {decision.delay:g}s "
+                                 f"({st.tracker.count}/{st.inst.service.max_restarts})")
+                if await self._sleep_or_request(st, decision.delay):
+                    return
+        except asyncio.CancelledError:
+            raise
+
+    async def _sleep_or_request(self, st: InstanceState, delay: float) -> bool:
+        """Sleep the backoff delay; a restart request cuts it short. True when stopping."""
+        try:
+            async with asyncio.timeout(delay):
+                await st.restart_request.wait()
+        except asyncio.TimeoutError:
+            pass
+        return self.stopping
+
+    def _ended(self, st: InstanceState, state: State) -> None:
+        st.state = state
+        st.child = None
+        st.ended.set()
+        self.save_state()
+        if self.options.abort_on_exit and not self.stopping:
+            self.request_stop(f"{st.name} ended")
+
+    async def wait_dependencies(self, st: InstanceState) -> bool:
+        deps = st.inst.service.depends_on
+        if not deps:
+            return True
+        st.state = State.WAITING
+        for dep in deps:
+            for other in self.instances.values():
+                if other.service != dep.name:
+                    continue
+                ok, why = await self.wait_condition(other, dep.condition)
+                if not ok:
+                    self.sink.system(f"{st.name} not started: {other.name} {why}")
+                    self._ended(st, State.FAILED)
+                    self.any_failed = True
+                    return False
+        return True
+
+    async def wait_condition(self, dep: InstanceState, cond: Condition) -> tuple[bool, str]:
+        target = {Condition.STARTED: dep.started, Condition.HEALTHY: dep.healthy, Condition.COMPLETED: dep.completed}[cond]
+        while not target.is_set():
+            if dep.ended.is_set() and not target.is_set():
+                if cond is Condition.STARTED and dep.ever_started:
+                    return True
+                return False, ("failed" if dep.state is State.FAILED else f"ended ({dep.state.value})") + \
+                    f" before it was {cond.value if cond is not Condition.STARTED else 'started'}"
+            waiters = [asyncio.ensure_future(target.wait()), asyncio.ensure_future(dep.ended.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        return True, ""
+
+    async def start(self, st: InstanceState) -> bool:
+        inst = st.inst
+        env = dict(inst.env)
+        if st.port is not None and st.port != inst.port.port:
+            env = self._env_with_port(st, env)
+        try:
+            st.child = await process.spawn(process.argv_for(inst.cmd), str(inst.cwd), env,
+                                           lambda data, n=st.name: self.sink.feed(n, data), pty=inst.service.pty)
+        except OSError as e:
+            self.sink.system(f"{st.name} could not start: {e.strerror or e}")
+            self._ended(st, State.FAILED)
+            self.any_failed = True
+            return False
+        st.ever_started = True
+        st.started_wall = time.time()
+        st.returncode = None
+        st.healthy.clear()
+        st.completed.clear()
+        st.state = State.STARTING if inst.health else State.RUNNING
+        st.stable_since = None if inst.health else time.monotonic()
+        st.health = "starting" if inst.health else None
+        port = f", port {st.port}" if st.port is not None and not self.options.honcho else ""
+        self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
+        st.started.set()
+        self.save_state()
+        return True
+
+    def _env_with_port(self, st: InstanceState, env: dict) -> dict:
+        env[st.inst.service.port_env] = str(st.port)
+        return env
+
+    async def supervise(self, st: InstanceState) -> tuple[str, int | None]:
+        """Wait for the child's exit, a failed health check or a restart request.
+        -> ("exit", code) | ("unhealthy", None) | ("restart", None)"""
+        child = st.child
+        assert child is not None
+        exit_task = asyncio.ensure_future(child.wait())
+        tasks = {exit_task}
+        health_task = None
+        if st.inst.health is not None:
+            health_task = asyncio.ensure_future(self.health_loop(st))
+            tasks.add(health_task)
+        request = asyncio.ensure_future(st.restart_request.wait())
+        tasks.add(request)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+        if exit_task in done:
+            code = exit_task.result()
+            self._exited(st, code)
+            return "exit", code
+        if self.stopping:
+            return "exit", None
+        if request in done:
+            await self.stop_instance(st, quiet=True)
+            return "restart", None
+        await self.stop_instance(st)
+        return "unhealthy", None
+
+    def _exited(self, st: InstanceState, code: int) -> None:
+        st.returncode = code
+        self.sink.end(st.name)
+        if st.child is not None:
+            st.child.close()
+        st.child = None
+        if self.options.honcho:
+            self.sink.system(f"{st.name} stopped (rc={code})")
+        elif self.stopping or st.restart_request.is_set():
+            self.sink.system(f"{st.name} stopped ({policy.describe_exit(code)})")
+        else:
+            self.sink.system(f"{st.name} {policy.describe_exit(code)}")
+        if self.first_exit is None and not self.stopping:
+            self.first_exit = code if code >= 0 else 128 - code
+        st.started.clear()
+        st.healthy.clear()
+        if st.state is State.HEALTHY or st.state is State.RUNNING or st.state is State.STARTING:
+            st.state = State.STOPPED if self.stopping else st.state
+        self.save_state()
+
+    async def health_loop(self, st: InstanceState) -> str:
+        """Readiness (fast polling, within start_period), then liveness every interval.
+        Returns when the instance must be restarted: "unhealthy" or "not-ready"."""
+        h = st.inst.health
+        checker = Checker(h, str(st.inst.cwd), st.inst.env)
+        if h.kind.value == "log":
+            self.sink.watch(st.name, checker.feed)
+        try:
+            t0 = time.monotonic()
+            delay = FAST_POLL
+            detail = ""
+            while True:
+                ok, detail = await checker.check()
+                if ok:
+                    break
+                if time.monotonic() - t0 > h.start_period:
+                    self.sink.system(f"{st.name} not healthy within {h.start_period:g}s ({detail})")
+                    st.health = "unhealthy"
+                    return "not-ready"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, h.interval)
+            st.state = State.HEALTHY
+            st.health = "healthy"
+            st.stable_since = time.monotonic()
+            self.sink.system(f"{st.name} healthy ({detail})")
+            st.healthy.set()
+            self.save_state()
+            if h.kind.value == "log":
+                return await _forever()
+            failures = 0
+            while True:
+                await asyncio.sleep(h.interval)
+                ok, detail = await checker.check()
+                if ok:
+                    if failures:
+                        self.sink.system(f"{st.name} healthy again ({detail})")
+                    failures = 0
+                    continue
+                failures += 1
+                if failures >= h.retries:
+                    st.state = State.UNHEALTHY
+                    st.health = "unhealthy"
+                    st.healthy.clear()
+                    self.save_state()
+                    self.sink.system(f"{st.name} unhealthy: {failures} failed checks in a row ({detail})")
+                    if st.inst.service.restart is Restart.NO:
+                        return await _forever()
+                    return "unhealthy"
+        finally:
+            if h.kind.value == "log":
+                self.sink.unwatch(st.name, checker.feed)
+
+    # -- stopping ----------------------------------------------------------------------------
+    async def stop_instance(self, st: InstanceState, quiet: bool = False) -> bool:
+        """Stop signal to the group, SIGKILL after stop_timeout. True when it had to be killed."""
+        child = st.child
+        if child is None:
+            return False
+        svc = st.inst.service
+        pgid = child.pgid
+        killed = False
+        if process.group_alive(pgid):
+            if not quiet:
+                self.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {child.pid})")
+            process.signal_group(pgid, svc.signal_number)
+            if not await self._wait_group(pgid, svc.stop_timeout):
+                process.signal_group(pgid, signal.SIGKILL)
+                killed = True
+                self.sink.system(f"{st.name} did not stop within {svc.stop_timeout:g}s: killed")
+                await self._wait_group(pgid, 5.0, allow_kill_now=False)
+        if st.child is child:
+            try:
+                async with asyncio.timeout(2.0):
+                    code = await child.wait()
+                self._exited(st, code)
+            except asyncio.TimeoutError:
+                pass
+        return killed
+
+    async def _wait_group(self, pgid: int, timeout: float, allow_kill_now: bool = True) -> bool:
+        """Wait until no process of the group is left. False on timeout (or a second Ctrl-C)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while process.group_alive(pgid):
+            process.reap_orphans()
+            if not process.group_alive(pgid):
+                break
+            if time.monotonic() >= deadline or (allow_kill_now and self.kill_now.is_set()):
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
+
+    async def shutdown(self) -> None:
+        self.stopping = True
+        for st in self.instances.values():
+            if st.task is not None and not st.task.done():
+                st.task.cancel()
+        await asyncio.gather(*(st.task for st in self.instances.values() if st.task), return_exceptions=True)
+        for level in reversed(self.plan.levels):
+            group = [st for st in self.instances.values() if st.service in level]
+            await asyncio.gather(*(self.stop_instance(st) for st in group))
+            for st in group:
+                if st.state not in ENDED:
+                    st.state = State.STOPPED
+        await self.sweep()
+        self.sink.close()
+        self.save_state(now=True, final=True)
+
+    async def sweep(self) -> None:
+        """Kill whatever escaped its group: our descendants and processes carrying our marker."""
+        leftovers = await asyncio.to_thread(_leftovers, self.stack.id)
+        if not leftovers:
+            return
+        for pid, name in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            self.sink.system(f"killed pid {pid} ({name}), left behind by the stack")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            process.reap_orphans()
+            if not any(process.is_alive(pid) for pid, _ in leftovers):
+                break
+            await asyncio.sleep(0.01)
+
+    # -- requests from the control socket ------------------------------------------------------
+    def restart(self, names: Iterable[str], deps: bool = False, reason: str = "requested") -> list[str]:
+        services = set(names)
+        if deps:
+            services = graph.dependents(self.stack.deps, services)
+        order = [n for level in self.plan.levels for n in level if n in services]
+        done = []
+        for sname in order:
+            for st in self.instances.values():
+                if st.service != sname:
+                    continue
+                st.restart_reason = reason
+                st.healthy.clear()
+                st.completed.clear()
+                if st.task is None or st.task.done():
+                    st.ended.clear()
+                    st.tracker.count = 0
+                    st.state = State.WAITING
+                    st.task = asyncio.create_task(self.lifecycle(st))
+                else:
+                    st.restart_request.set()
+                done.append(st.name)
+        return done
+
+    # -- state ---------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "stack": self.stack.id,
+            "name": self.stack.name,
+            "stackfile": str(self.stack.path.resolve()),
+            "pid": os.getpid(),
+            "create_time": process.create_time(os.getpid()),
+            "started_at": self.started_at,
+            "instances": {
+                st.name: {
+                    "service": st.service,
+                    "pid": st.child.pid if st.child else None,
+                    "pgid": st.child.pgid if st.child else None,
+                    "create_time": st.child.create_time if st.child else None,
+                    "port": st.port,
+                    "preferred": st.inst.port.preferred,
+                    "reason": st.inst.port.reason,
+                    "env": st.inst.service.port_env,
+                    "state": st.state.value,
+                    "health": st.health,
+                    "restarts": st.restarts,
+                    "started_at": st.started_wall if st.child else None,
+                }
+                for st in self.instances.values()
+            },
+        }
+
+    def save_state(self, now: bool = False, final: bool = False) -> None:
+        if self.rundir is None:
+            return
+        if final:
+            self.rundir.clear_state()
+            return
+        if now:
+            self._state_dirty = False
+            try:
+                self.rundir.write_state(self.snapshot())
+            except OSError:
+                pass
+            return
+        if not self._state_dirty and self.loop is not None:
+            self._state_dirty = True
+            self.loop.call_soon(self._flush_state)
+
+    def _flush_state(self) -> None:
+        if self._state_dirty and not self.stopping:
+            self.save_state(now=True)
+
+
+async def _forever() -> str:
+    await asyncio.Event().wait()
+    return ""
+
+
+def _leftovers(stack_id: str) -> list[tuple[int, str]]:
+    import psutil
+
+    from revostack.probe import MARKER
+
+    found: dict[int, str] = {}
+    me = psutil.Process()
+    try:
+        for p in me.children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    found[p.pid] = p.name()
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    uid = os.getuid()
+    for p in psutil.process_iter(["uids", "name"]):
+        try:
+            if p.pid in found or p.pid == me.pid or p.info["uids"] is None or p.info["uids"].real != uid:
+                continue
+            if p.environ().get(MARKER) == stack_id and p.status() != psutil.STATUS_ZOMBIE:
+                found[p.pid] = p.info["name"]
+        except (psutil.Error, OSError):
+            continue
+    return sorted(found.items())
