@@ -316,9 +316,19 @@ def cmd_up(args) -> int:
     try:
         names = list(args.services) or None
         selected = stack.selection(names)  # unknown names fail before anything starts
-        _reclaim_leftovers(stack, rd, _strategy(args) or stack.strategy)
-        plan = make_plan(stack, list(selected), strategy=_strategy(args), color=_child_color(args.no_color))
+        strategy = _strategy(args) or stack.strategy
+        _reclaim_leftovers(stack, rd, strategy)
+        from revostack import conflicts, probe
+        from revostack import plan as planmod
+
+        world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
+        ports = planmod.plan_ports(stack, selected, world, strategy)
+        plan = planmod.build(stack, selected, ports, os.environ, _child_color(args.no_color))
+        reservations = probe.Reservations(stack.host)
+        plan = conflicts.settle(plan, rd, strategy, world, reservations,
+                                say=lambda text: print(f"revostack: {text}", file=sys.stderr))
         if plan.failures:
+            reservations.release_all()
             for f in plan.failures:
                 print(f"revostack: {f}", file=sys.stderr)
             return EXIT_PORTS
@@ -327,8 +337,9 @@ def cmd_up(args) -> int:
         from revostack import runtime
 
         return asyncio.run(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
-                          timestamps=args.timestamps, abort_on_exit=args.abort_on_exit, watch=not args.no_watch,
-                          dashboard=args.dashboard))
+                                      timestamps=args.timestamps, abort_on_exit=args.abort_on_exit,
+                                      watch=not args.no_watch, dashboard=args.dashboard, reservations=reservations,
+                                      strategy=strategy))
     finally:
         rd.release()
 
@@ -525,6 +536,93 @@ def cmd_restart(args) -> int:
     return EXIT_OK
 
 
+def cmd_scan(args) -> int:
+    from revostack import output, probe
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    rd = RunDir(stack)
+    world = probe.ProbeWorld(stack.host, rd.ownership(running=rd.is_locked()))
+    entries: list[tuple[int, str | None, str]] = []
+    if args.range:
+        lo, _, hi = args.range.partition("-")
+        if not (lo.isdigit() and hi.isdigit()) or not (1 <= int(lo) <= int(hi) <= 65535):
+            raise UsageError(f'bad range "{args.range}": use A-B with 1 <= A <= B <= 65535')
+        entries = [(p, None, "range") for p in range(int(lo), int(hi) + 1)]
+    else:
+        seen = set()
+        for svc in stack.services.values():
+            if not svc.port:
+                continue
+            for idx, _inst in enumerate(svc.instances, 1):
+                pref = svc.port + idx - 1
+                if pref not in seen:
+                    seen.add(pref)
+                    entries.append((pref, svc.name, "preferred"))
+            for p in svc.fallback:
+                if p not in seen:
+                    seen.add(p)
+                    entries.append((p, svc.name, "fallback"))
+    listening = probe.listeners()
+    rows = []
+    taken_preferred = False
+    for port, service, role in entries:
+        held = port in listening and any(probe.conflicts(ip, stack.host) for ip, _ in listening[port])
+        if not held and not args.range:
+            held = not world.is_free(port)
+        holder = world.holder(port) if held else None
+        if held and role == "preferred" and (holder is None or holder.cls != "ours-running"):
+            taken_preferred = True
+        rows.append({"port": port, "service": service, "role": role, "status": "held" if held else "free",
+                     "holder": holder.to_json() if holder else None})
+    if args.json:
+        print(json.dumps({"ports": rows}, indent=2))
+    else:
+        shown = [r for r in rows if r["status"] == "held" or not args.range]
+        print(output.table(["port", "service", "role", "status", "pid", "user", "name", "class", "command"], [
+            [r["port"], r["service"] or "-", r["role"], r["status"],
+             *((r["holder"]["pid"] or "?", r["holder"]["user"] or "?", r["holder"]["name"] or "?", r["holder"]["class"],
+                _short(r["holder"]["cmdline"])) if r["holder"] else ("", "", "", "", ""))] for r in shown]))
+        if args.range:
+            free = sum(1 for r in rows if r["status"] == "free")
+            print(f"{free} of {len(rows)} ports free in {args.range}")
+    return EXIT_FAILED if taken_preferred else EXIT_OK
+
+
+def _short(cmd: str | None, width: int = 60) -> str:
+    if not cmd:
+        return ""
+    cmd = " ".join(cmd.split())
+    return cmd if len(cmd) <= width else cmd[: width - 1] + "…"
+
+
+def cmd_history(args) -> int:
+    from revostack import output
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    items = RunDir(stack).read_history()
+    if args.n is not None:
+        items = items[-args.n:] if args.n > 0 else []
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    if not items:
+        print("no port conflicts recorded")
+        return EXIT_OK
+    print(output.table(["time", "service", "port", "holder", "class", "strategy", "action", "result"], [
+        [i.get("time", ""), i.get("service") or "-", i.get("port") or "-",
+         _holder_text(i.get("holder")), i.get("class", ""), i.get("strategy", ""), i.get("action", ""),
+         _short(str(i.get("result", "")), 40)] for i in items]))
+    return EXIT_OK
+
+
+def _holder_text(h) -> str:
+    if not isinstance(h, dict):
+        return "-"
+    return f"pid {h.get('pid')} {h.get('name') or ''}".strip()
+
+
 def table(headers, rows) -> str:
     from revostack.output import table as t
 
@@ -538,7 +636,7 @@ Command = Callable[[argparse.Namespace], int]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, like every usage error
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog.removeprefix('revostack').strip() or 'usage'}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -600,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", help="comma-separated processes whose output is not shown")
     sp.add_argument("--no-colour", "--no-color", dest="no_color", action="store_true")
     sp.add_argument("--no-prefix", action="store_true")
+    sp = add("scan", cmd_scan, "who holds the stack's ports (or a range)")
+    sp.add_argument("--range", help="scan ports A-B instead of the declared ones")
+    sp.add_argument("--json", action="store_true")
+    sp = add("history", cmd_history, "the port conflicts met and what was done about them")
+    sp.add_argument("-n", type=int, default=None, help="only the last N")
+    sp.add_argument("--json", action="store_true")
     sp = add("export", cmd_export, "write config for supervisord, systemd, docker compose or a Procfile")
     sp.add_argument("format", metavar="FORMAT", help="supervisord | systemd | compose | procfile")
     sp.add_argument("outdir", metavar="OUTDIR")

@@ -77,6 +77,18 @@ class Plan:
     instances: tuple[Instance, ...]
     levels: tuple[tuple[str, ...], ...]  # service names by dependency level
     failures: tuple[str, ...] = ()  # instances that got no port, with why
+    environ: Mapping[str, str] = field(default_factory=dict)  # the base environment it was built on
+    color: bool | None = None
+
+    @property
+    def ports(self) -> dict[str, PortChoice]:
+        return {i.name: i.port for i in self.instances}
+
+    def with_ports(self, ports: Mapping[str, PortChoice]) -> "Plan":
+        """The same plan with some instances moved: every env, cmd and health check re-resolved,
+        so dependents see the new ``NAME_PORT``."""
+        merged = {**self.ports, **ports}
+        return build(self.stack, {n for level in self.levels for n in level}, merged, self.environ, self.color)
 
     def by_name(self) -> dict[str, Instance]:
         return {i.name: i for i in self.instances}
@@ -220,7 +232,7 @@ def build(
                     Instance(inst, svc, idx, choice, env, resolve_cmd(stack, svc, choice.port, service_ports, env),
                              resolve_health(stack, svc, choice.port, service_ports, env))
                 )
-    return Plan(stack, tuple(instances), levels, tuple(failures))
+    return Plan(stack, tuple(instances), levels, tuple(failures), environ, color)
 
 
 def _resolver(stack: Stack, svc: Service | None, port: int | None, service_ports: Mapping[str, int | None],
@@ -233,8 +245,8 @@ def _resolver(stack: Stack, svc: Service | None, port: int | None, service_ports
                 return stack.host
             p = service_ports.get(ref.service or "")
             return None if p is None else str(p)
-        if ref.var in env:
-            return env[ref.var]
+        if ref.var in env and not (env[ref.var] == "" and ref.text.startswith(f"${{{ref.var}:-")):
+            return env[ref.var]  # ${VAR:-d} takes d when VAR is unset or empty, ${VAR-d} only when unset
         return ref.default
 
     return resolve

@@ -285,3 +285,75 @@ def terminate(pids: Iterable[int], sig: int, timeout: float) -> list[tuple[int, 
     psutil.wait_procs(alive_, timeout=5)
     killed = {p.pid for p in alive_}
     return [(p.pid, p.pid in killed) for p in procs]
+
+
+def stop_holder(holder: Holder, ownership: Ownership | None, external: bool, timeout: float) -> bool:
+    """Stop the process holding a port, if the rules allow it. ``external`` is the aggressive
+    strategy's case (same user, not protected, same create time as when it was seen); otherwise
+    it must be proven ours. Returns whether it is gone."""
+    import psutil
+
+    pid = holder.pid
+    if pid is None or pid <= 1 or pid in ancestors():
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.uids().real != os.getuid():
+            return False
+        if holder.create_time is not None and abs(proc.create_time() - holder.create_time) >= 0.05:
+            return False  # the pid was reused since we looked: not the holder we judged
+    except (psutil.Error, OSError):
+        return True
+    if not external and not may_signal(pid, holder.create_time, ownership):
+        return False
+    import signal as _signal
+
+    own_group = not external
+    try:
+        if own_group and os.getpgid(pid) == pid:
+            os.killpg(pid, _signal.SIGTERM)
+        else:
+            proc.terminate()
+        _, alive_ = psutil.wait_procs([proc], timeout=timeout)
+        if alive_:
+            if own_group and os.getpgid(pid) == pid:
+                os.killpg(pid, _signal.SIGKILL)
+            else:
+                proc.kill()
+            psutil.wait_procs([proc], timeout=5)
+    except (psutil.Error, OSError):
+        pass
+    return not alive(pid)
+
+
+class Reservations:
+    """Ports held by listening sockets from planning until each instance is spawned, so nothing
+    else can take them in between. A listening socket blocks every other bind of the port."""
+
+    def __init__(self, host: str):
+        self.host = host if host not in ("", "::") else "0.0.0.0"
+        self.sockets: dict[int, socket.socket] = {}
+
+    def reserve(self, port: int) -> bool:
+        if port in self.sockets:
+            return True
+        s = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.host, port))
+            s.listen(1)
+        except OSError:
+            s.close()
+            return False
+        s.set_inheritable(False)
+        self.sockets[port] = s
+        return True
+
+    def release(self, port: int | None) -> None:
+        s = self.sockets.pop(port, None) if port is not None else None
+        if s is not None:
+            s.close()
+
+    def release_all(self) -> None:
+        for port in list(self.sockets):
+            self.release(port)

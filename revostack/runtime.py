@@ -10,10 +10,11 @@ from revostack.supervisor import Options, Supervisor
 
 
 async def up(plan: Plan, rundir, *, color: bool, timestamps: bool = True, abort_on_exit: bool = False,
-             watch: bool = True, dashboard: bool = False) -> int:
+             watch: bool = True, dashboard: bool = False, reservations=None, strategy=None) -> int:
     rundir.ensure()
     sink = Sink(sys.stdout.buffer, color=color, timestamps=timestamps, log_dir=rundir.logs, echo=not dashboard)
-    sup = Supervisor(plan, sink, rundir, Options(abort_on_exit=abort_on_exit, watch=watch))
+    sup = Supervisor(plan, sink, rundir, Options(abort_on_exit=abort_on_exit, watch=watch, strategy=strategy),
+                     reservations=reservations)
     if dashboard:
         from revostack import dashboard as dash
 

@@ -19,12 +19,13 @@ COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)  # ANSI foregrounds, h
 SYSTEM_COLOR = 1  # bold
 PARTIAL_DELAY = 0.1  # seconds before a line with no newline is shown anyway
 MAX_LINE = 64 * 1024  # a longer line is cut into pieces of this size
+TAIL = 2048  # bytes of recent output kept per instance
 LOG_ROTATE = 10 * 1024 * 1024  # bytes; one previous file is kept as NAME.log.1
 
 
 class _Stream:
     __slots__ = ("name", "prefix_plain", "prefix_color", "partial", "timer", "log", "log_size", "log_path", "watchers",
-                 "second")
+                 "tail")
 
     def __init__(self, name: str):
         self.name = name
@@ -34,7 +35,7 @@ class _Stream:
         self.log_size = 0
         self.log_path: Path | None = None
         self.watchers: list[Callable[[str], None]] = []
-        self.second = -1
+        self.tail = b""  # the last bytes of output, to read an exit's cause (e.g. address in use)
 
 
 class Sink:
@@ -134,6 +135,10 @@ class Sink:
             data, s.partial = s.partial + b"\n", b""
             self._emit(s, data)
 
+    def tail(self, name: str) -> bytes:
+        s = self.streams.get(name)
+        return s.tail if s is not None else b""
+
     def end(self, name: str) -> None:
         """The child's output closed: emit a last line without a newline at once."""
         s = self.streams.get(name)
@@ -153,6 +158,7 @@ class Sink:
             text = None if not s.watchers else text
         if len(data) > MAX_LINE and data.find(b"\n") > MAX_LINE:
             data = _cut_long_lines(data)
+        s.tail = data[-TAIL:] if len(data) >= TAIL else (s.tail + data)[-TAIL:]
         short, full = self._now()
         if self.echo and s.name not in self.quiet:
             p = self._prefix(s.name, short)

@@ -7,6 +7,7 @@ holding *all* the problems found, each as ``FILE:LINE:COL: key.path: message``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import signal
@@ -211,6 +212,9 @@ class _Loader:
     def number(self, table, key, path, minimum: float = 0.0, integer: bool = False) -> Any:
         types = (int,) if integer else (int, float)
         value = self.get(table, key, path, types, "an integer" if integer else "a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.err(path + (key,), f"must be a finite number, not {value}")
+            return None
         if value is not None and value < minimum:
             self.err(path + (key,), f"must be at least {minimum:g}, not {value}")
             return None
@@ -552,8 +556,11 @@ class _Loader:
         for name, s in stack.services.items():
             known = base | set(s.dotenv) | set(s.env) | provided | ({s.port_env} if s.port is not None else set())
             sp = ("services", name)
-            for key, value in s.env.items():
-                self.check_refs(value, sp + ("env", key), stack, s, known, shell=False)
+            # an env value is expanded when its key is set: it sees only the keys before it
+            keys = list(s.env)
+            for i, (key, value) in enumerate(s.env.items()):
+                before = known - (set(keys[i:]) - base - set(s.dotenv) - provided)
+                self.check_refs(value, sp + ("env", key), stack, s, before, shell=False)
             if isinstance(s.cmd, str):
                 self.check_refs(s.cmd, sp + ("cmd",), stack, s, known, shell=True)
             else:
@@ -563,8 +570,10 @@ class _Loader:
                 self.check_refs(s.health.target, sp + ("health", s.health.kind.value), stack, s, known,
                                 shell=s.health.kind is HealthKind.CMD)
         known = base | provided
-        for key, value in stack.env.items():
-            self.check_refs(value, ("env", key), stack, None, known, shell=False)
+        keys = list(stack.env)
+        for i, (key, value) in enumerate(stack.env.items()):
+            before = known - (set(keys[i:]) - set(self.environ) - set(stack.dotenv) - provided)
+            self.check_refs(value, ("env", key), stack, None, before, shell=False)
 
     def check_refs(self, text: str, path, stack: Stack, svc: Service | None, known: set[str], shell: bool) -> None:
         for ref in interp.references(text):
@@ -582,8 +591,10 @@ class _Loader:
                 elif ref.attr == "port" and other.port is None:
                     self.err(path, f'{ref.text}: service "{other.name}" has no port', needle=ref.text)
             elif not shell and ref.var not in known and ref.default is None:
-                self.err(path, f'unknown variable "{ref.var}" in {ref.text}{did_you_mean(ref.var or "", known - set(self.environ))}',
-                         needle=ref.text)
+                later = path[-2:-1] == ("env",) and ref.var in (svc.env if svc is not None else stack.env)
+                hint = (" (it is set later in the same table: a value can only use variables set before it)" if later
+                        else did_you_mean(ref.var or "", known - set(self.environ)))
+                self.err(path, f'unknown variable "{ref.var}" in {ref.text}{hint}', needle=ref.text)
 
 
 def env_prefix(name: str) -> str:

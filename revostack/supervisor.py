@@ -78,8 +78,9 @@ class Options:
 
 
 class Supervisor:
-    def __init__(self, plan: Plan, sink: Sink, rundir=None, options: Options | None = None):
+    def __init__(self, plan: Plan, sink: Sink, rundir=None, options: Options | None = None, reservations=None):
         self.plan = plan
+        self.reservations = reservations
         self.stack = plan.stack
         self.sink = sink
         self.rundir = rundir
@@ -187,6 +188,8 @@ class Supervisor:
                     st.state = State.RESTARTING
                     self.save_state()
                     continue
+                if outcome == "exit" and code != 0 and st.port is not None and await self.migrate(st):
+                    continue
                 decision = st.tracker.on_exit(code, st.stable_since, time.monotonic(), unhealthy=outcome != "exit")
                 if decision.completed:
                     self._ended(st, State.COMPLETED)
@@ -262,9 +265,9 @@ class Supervisor:
 
     async def start(self, st: InstanceState) -> bool:
         inst = st.inst
-        env = dict(inst.env)
-        if st.port is not None and st.port != inst.port.port:
-            env = self._env_with_port(st, env)
+        env = inst.env
+        if self.reservations is not None:
+            self.reservations.release(st.port)
         try:
             st.child = await process.spawn(process.argv_for(inst.cmd), str(inst.cwd), env,
                                            lambda data, n=st.name: self.sink.feed(n, data), pty=inst.service.pty)
@@ -286,10 +289,6 @@ class Supervisor:
         st.started.set()
         self.save_state()
         return True
-
-    def _env_with_port(self, st: InstanceState, env: dict) -> dict:
-        env[st.inst.service.port_env] = str(st.port)
-        return env
 
     async def supervise(self, st: InstanceState) -> tuple[str, int | None]:
         """Wait for the child's exit, a failed health check or a restart request.
@@ -394,6 +393,50 @@ class Supervisor:
             if h.kind.value == "log":
                 self.sink.unwatch(st.name, checker.feed)
 
+    # -- migration while running ----------------------------------------------------------------
+    async def migrate(self, st: InstanceState) -> bool:
+        """If the instance died because its port is in use, move it to the next free fallback,
+        restart it there at once, and restart the services that depend on it (new NAME_PORT)."""
+        from revostack import conflicts, probe
+        from revostack.plan import Action, PortChoice
+
+        tail = self.sink.tail(st.name).decode("utf-8", "replace").lower()
+        said_in_use = any(w in tail for w in ("address already in use", "eaddrinuse", "address in use",
+                                              "port is already in use", "port already in use"))
+        port = st.port
+        world = probe.ProbeWorld(self.stack.host, self.rundir.ownership(running=True) if self.rundir else None)
+        if not said_in_use:
+            if await asyncio.to_thread(world.is_free, port):
+                return False
+        holder = await asyncio.to_thread(world.holder, port)
+        if holder is not None and holder.pid is not None and holder.cls in ("ours-running",):
+            return False  # held by this stack itself (e.g. a grandchild still closing): not a conflict
+        used = {o.port for o in self.instances.values() if o.port is not None and o is not st}
+        used.add(port)
+        new = await asyncio.to_thread(conflicts.next_free, st.inst, world, used)
+        who = holder.describe() if holder else "another process"
+        if new is None:
+            self.sink.system(f"{st.name}: port {port} is in use by {who}, and no fallback is free")
+            conflicts.record(self.rundir, st.service, port, holder, self.options.strategy, "failed", "no free fallback")
+            return False
+        reason = f"{port} held by {who} -> moved to {new}"
+        self.sink.system(f"{st.name}: port {port} is in use by {who}: moved to {new}")
+        conflicts.record(self.rundir, st.service, port, holder, self.options.strategy, Action.MOVED, f"-> {new}")
+        self.plan = self.plan.with_ports({st.name: PortChoice(st.inst.port.preferred, new, reason, holder, Action.MOVED)})
+        fresh = self.plan.by_name()
+        for other in self.instances.values():
+            other.inst = fresh[other.name]
+        st.port = new
+        st.restarts += 1
+        self.save_state()
+        dependents = [n for n, svc in self.stack.services.items()
+                      if any(d.name == st.service for d in svc.depends_on)
+                      and any(o.service == n for o in self.instances.values())]
+        if dependents:
+            self.sink.system(f"restarting {', '.join(dependents)} for the new {st.inst.service.name} port")
+            self.restart(dependents, reason=f"{st.service} moved to port {new}")
+        return True
+
     # -- stopping ----------------------------------------------------------------------------
     async def stop_instance(self, st: InstanceState, quiet: bool = False) -> bool:
         """Stop signal to the group, SIGKILL after stop_timeout. True when it had to be killed."""
@@ -448,6 +491,8 @@ class Supervisor:
                 if st.state not in ENDED:
                     st.state = State.STOPPED
         await self.sweep()
+        if self.reservations is not None:
+            self.reservations.release_all()
         self.sink.close()
         self.save_state(now=True, final=True)
 

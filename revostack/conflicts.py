@@ -1,0 +1,97 @@
+"""Carrying out the port plan's conflict decisions before ``up`` spawns anything.
+
+The planner (pure) decided, per instance, to keep, move, reclaim (our stale process) or stop
+(aggressive: a same-user process running the same program). Here the stops happen — through
+probe's guards only — every conflict is written to history.jsonl, the ports are reserved, and
+an instance whose port could not be freed or reserved is planned again.
+"""
+
+from __future__ import annotations
+
+from revostack import plan as planmod
+from revostack import probe
+from revostack.plan import Action, Plan, PortChoice
+
+
+def settle(plan: Plan, rundir, strategy, world, reservations: probe.Reservations, say) -> Plan:
+    ownership = world.ownership
+    changes: dict[str, PortChoice] = {}
+    used = {i.port.port for i in plan.instances if i.port.port is not None}
+    for inst in plan.instances:
+        c = inst.port
+        if inst.service.port is None:
+            continue
+        if c.action in (Action.RECLAIM, Action.STOP) and c.holder is not None:
+            ok = probe.stop_holder(c.holder, ownership, external=c.action == Action.STOP,
+                                   timeout=inst.service.stop_timeout)
+            ok = ok and _wait_free(world, c.port)
+            record(rundir, inst.service.name, c.preferred, c.holder, strategy, c.action, "ok" if ok else "failed")
+            if ok:
+                say(f"{inst.name}: port {c.port} was held by {c.holder.describe()}: {c.action}, port taken back")
+                c = PortChoice(c.preferred, c.port, f"{c.port} was held by {c.holder.describe()} -> {c.action}", c.holder, c.action)
+                changes[inst.name] = c
+            else:
+                c = _replan(inst, world, used, f"could not stop {c.holder.describe()}")
+                changes[inst.name] = c
+                record(rundir, inst.service.name, inst.port.preferred, inst.port.holder, strategy,
+                       Action.MOVED if c.port else "failed", f"-> {c.port}" if c.port else c.reason)
+        elif c.action == Action.MOVED and c.holder is not None or (c.port is None and c.holder is not None):
+            record(rundir, inst.service.name, c.preferred, c.holder, strategy,
+                   Action.MOVED if c.port else "failed", f"-> {c.port}" if c.port else c.reason)
+        if c.port is not None and c.port:
+            if not reservations.reserve(c.port):
+                c2 = _replan(inst, world, used, f"{c.port} was taken before it could be reserved")
+                changes[inst.name] = c2
+                if c2.port is not None:
+                    reservations.reserve(c2.port)
+            used.add(changes.get(inst.name, c).port)
+    return plan.with_ports(changes) if changes else plan
+
+
+def _wait_free(world, port: int, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if world.is_free(port):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _replan(inst, world, used: set[int], why: str) -> PortChoice:
+    svc = inst.service
+    pref = inst.port.preferred
+    for port in [p for p in (svc.port, *svc.fallback) if p]:
+        if port in used or port == inst.port.port:
+            continue
+        if world.is_free(port):
+            used.add(port)
+            return PortChoice(pref, port, f"{why} -> moved to {port}", inst.port.holder, Action.MOVED)
+    return PortChoice(pref, None, f"{why}; no free fallback", inst.port.holder, Action.NONE)
+
+
+def record(rundir, service, port, holder, strategy, action, result) -> None:
+    if rundir is None:
+        return
+    try:
+        rundir.append_history({
+            "service": service, "port": port,
+            "holder": holder.to_json() if holder is not None else None,
+            "class": holder.cls if holder is not None else "unknown",
+            "strategy": getattr(strategy, "value", strategy), "action": action, "result": result,
+        })
+    except OSError:
+        pass
+
+
+def next_free(inst, world, used: set[int]) -> int | None:
+    """For migration while running: the first free candidate port not used by the stack."""
+    svc = inst.service
+    for port in [p for p in (svc.port, *svc.fallback) if p]:
+        if port not in used and world.is_free(port):
+            return port
+    return None
+
+
+__all__ = ["settle", "record", "next_free", "planmod"]
