@@ -623,6 +623,12 @@ def _holder_text(h) -> str:
     return f"pid {h.get('pid')} {h.get('name') or ''}".strip()
 
 
+def cmd_top(args) -> int:
+    from revostack import dashboard
+
+    return dashboard.top(load_stack(args), once=args.once)
+
+
 def table(headers, rows) -> str:
     from revostack.output import table as t
 
@@ -698,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", help="comma-separated processes whose output is not shown")
     sp.add_argument("--no-colour", "--no-color", dest="no_color", action="store_true")
     sp.add_argument("--no-prefix", action="store_true")
+    sp = add("top", cmd_top, "a live view of the running stack (q to quit; the stack keeps running)")
+    sp.add_argument("--once", action="store_true", help="print one rendering and exit")
     sp = add("scan", cmd_scan, "who holds the stack's ports (or a range)")
     sp.add_argument("--range", help="scan ports A-B instead of the declared ones")
     sp.add_argument("--json", action="store_true")

@@ -23,6 +23,7 @@ class Locator:
     def __init__(self, text: str):
         self.lines = text.splitlines()
         self.where: dict[tuple[str, ...], tuple[int, int]] = {}
+        self.repeats: list[tuple[tuple[str, ...], tuple[int, int]]] = []  # a key path seen again
         table: tuple[str, ...] = ()
         depth = 0  # open brackets of a multi-line array
         for no, line in enumerate(self.lines, 1):
@@ -39,14 +40,28 @@ class Locator:
                 continue
             path = table + _split_key(m.group(1))
             col = len(line) - len(line.lstrip()) + 1
-            self.where.setdefault(path, (no, col))
+            self._add(path, (no, col))
             value = line[m.end():]
             if value.lstrip().startswith("{"):
                 offset = m.end() + value.index("{")
                 for km in _INLINE_KEY.finditer(line, offset):
                     key = _split_key(km.group(1))
-                    self.where.setdefault(path + key, (no, km.start(1) + 1))
+                    self._add(path + key, (no, km.start(1) + 1))
             depth = max(0, _bracket_balance(value))
+
+    def _add(self, path: tuple[str, ...], where: tuple[int, int]) -> None:
+        if path in self.where:
+            self.repeats.append((path, where))
+        else:
+            self.where[path] = where
+
+    def repeated(self, key: str) -> tuple[int | None, int | None]:
+        """Where a key named ``key`` is first defined a second time (for tomlkit's
+        "Key already exists", which carries no position)."""
+        for path, (line, col) in self.repeats:
+            if path[-1] == key:
+                return line, col
+        return None, None
 
     def find(self, path: tuple[str, ...] | list[str], needle: str | None = None) -> tuple[int | None, int | None]:
         """Line and column of ``path`` (or its longest known prefix); with ``needle``, the column

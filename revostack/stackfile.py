@@ -378,7 +378,9 @@ class _Loader:
             msg = re.sub(r"\s+at line \d+ col \d+$", "", msg)
             raise ConfigError([Problem(self.display, f"invalid TOML: {msg}", e.line, e.col)]) from None
         except Exception as e:  # tomlkit raises a few other types on odd input
-            raise ConfigError([Problem(self.display, f"invalid TOML: {e}")]) from None
+            m = re.match(r'Key "(.*)" already exists', str(e))
+            line, col = self.loc.repeated(m.group(1)) if m else (None, None)
+            raise ConfigError([Problem(self.display, f"invalid TOML: {e}", line, col)]) from None
 
         root = self.path.parent
         self.unknown_keys(doc, TOP_KEYS, ())

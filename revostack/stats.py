@@ -44,30 +44,49 @@ def _memory(procs) -> int:
     return total
 
 
+class Sampler:
+    """CPU % of each instance's tree between two calls, memory (RSS) now."""
+
+    def __init__(self):
+        self.last: dict[str, tuple[float, float]] = {}  # instance -> (monotonic time, cpu seconds)
+
+    def sample(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+        now_wall = time.time()
+        now = time.monotonic()
+        out = []
+        for name, i in snapshot.get("instances", {}).items():
+            tree = _tree(i["pid"]) if i.get("pid") else []
+            cpu_pct = None
+            mem = None
+            if tree:
+                cpu = _cpu_total(tree)
+                mem = _memory(tree)
+                prev = self.last.get(name)
+                if prev is not None and now > prev[0]:
+                    cpu_pct = round(max((cpu - prev[1]) / (now - prev[0]) * 100, 0.0), 1)
+                self.last[name] = (now, cpu)
+            else:
+                self.last.pop(name, None)
+            out.append({
+                "instance": name,
+                "service": i.get("service"),
+                "state": i.get("state"),
+                "pid": i.get("pid"),
+                "port": i.get("port"),
+                "health": i.get("health"),
+                "restarts": i.get("restarts", 0),
+                "uptime_s": round(now_wall - i["started_at"], 1) if i.get("started_at") and i.get("pid") else None,
+                "cpu_percent": cpu_pct,
+                "memory_bytes": mem,
+            })
+        return out
+
+
 def rows(snapshot: dict[str, Any], interval: float = 0.2) -> list[dict[str, Any]]:
-    """One row per instance, keys as `ps --json` documents."""
-    now = time.time()
-    instances = snapshot.get("instances", {})
-    trees = {name: _tree(i["pid"]) if i.get("pid") else [] for name, i in instances.items()}
-    before = {name: _cpu_total(t) for name, t in trees.items()}
-    t0 = time.monotonic()
-    if any(trees.values()):
-        time.sleep(interval)
-    elapsed = max(time.monotonic() - t0, 1e-6)
-    out = []
-    for name, i in instances.items():
-        tree = trees[name]
-        cpu = (_cpu_total(tree) - before[name]) / elapsed * 100 if tree else None
-        out.append({
-            "instance": name,
-            "service": i.get("service"),
-            "state": i.get("state"),
-            "pid": i.get("pid"),
-            "port": i.get("port"),
-            "health": i.get("health"),
-            "restarts": i.get("restarts", 0),
-            "uptime_s": round(now - i["started_at"], 1) if i.get("started_at") and i.get("pid") else None,
-            "cpu_percent": None if cpu is None else round(max(cpu, 0.0), 1),
-            "memory_bytes": _memory(tree) if tree else None,
-        })
-    return out
+    """One row per instance, keys as `ps --json` documents (two samples ``interval`` apart)."""
+    sampler = Sampler()
+    first = sampler.sample(snapshot)
+    if not any(r["pid"] for r in first):
+        return first
+    time.sleep(interval)
+    return sampler.sample(snapshot)

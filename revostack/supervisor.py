@@ -59,6 +59,7 @@ class InstanceState:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     restart_request: asyncio.Event = field(default_factory=asyncio.Event)
     restart_reason: str = ""
+    stopped_by_us: bool = False  # the current exit was asked for (stop, restart, unhealthy)
 
     @property
     def name(self) -> str:
@@ -206,8 +207,8 @@ class Supervisor:
                 st.state = State.RESTARTING
                 st.restarts += 1
                 self.save_state()
-                self.sink.system(f"{st.name} {decision.why}: restarting in {decision.delay:g}s "
-                                 f"({st.tracker.count}/{st.inst.service.max_restarts})")
+                self.sink.system(f"{st.name} restarting in {decision.delay:g}s "
+                                 f"({st.tracker.count}/{st.inst.service.max_restarts} in a row)")
                 if await self._sleep_or_request(st, decision.delay):
                     return
         except asyncio.CancelledError:
@@ -277,6 +278,7 @@ class Supervisor:
             self.any_failed = True
             return False
         st.ever_started = True
+        st.stopped_by_us = False
         st.started_wall = time.time()
         st.returncode = None
         st.healthy.clear()
@@ -329,7 +331,7 @@ class Supervisor:
         st.child = None
         if self.options.honcho:
             self.sink.system(f"{st.name} stopped (rc={code})")
-        elif self.stopping or st.restart_request.is_set():
+        elif self.stopping or st.restart_request.is_set() or st.stopped_by_us:
             self.sink.system(f"{st.name} stopped ({policy.describe_exit(code)})")
         else:
             self.sink.system(f"{st.name} {policy.describe_exit(code)}")
@@ -446,6 +448,7 @@ class Supervisor:
         svc = st.inst.service
         pgid = child.pgid
         killed = False
+        st.stopped_by_us = True
         if process.group_alive(pgid):
             if not quiet:
                 self.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {child.pid})")
