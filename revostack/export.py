@@ -238,7 +238,8 @@ def _supervisord(plan: Plan, app: str, user: str | None, log_dir) -> str:
     lines = _header(";", plan, "supervisord", [
         "supervisord has no dependencies: programs start (and stop, in reverse) by priority,",
         "one priority per dependency level, without waiting for health. Include this file from",
-        f"supervisord.conf ([include] files = {app}.conf) and run `supervisorctl start {app}:*`.",
+        f"supervisord.conf ([include] files = /path/to/{app}.conf), then run",
+        "`supervisorctl reread && supervisorctl update`.",
     ])
     lines += ["", f"[group:{app}]", "programs=" + ",".join(programs)]
     for inst in plan.instances:

@@ -33,13 +33,16 @@ class Locator:
             m = _HEADER.match(line)
             if m and not _KEY.match(line):
                 table = _split_key(m.group(1))
-                self.where.setdefault(table, (no, line.index("[") + 1))
+                for i in range(1, len(table) + 1):  # [a.b] also locates a
+                    self.where.setdefault(table[:i], (no, line.index("[") + 1))
                 continue
             m = _KEY.match(line)
             if not m:
                 continue
             path = table + _split_key(m.group(1))
             col = len(line) - len(line.lstrip()) + 1
+            for i in range(len(table) + 1, len(path)):  # a.b = 1 also locates a
+                self.where.setdefault(path[:i], (no, col))
             self._add(path, (no, col))
             value = line[m.end():]
             if value.lstrip().startswith("{"):

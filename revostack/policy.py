@@ -22,14 +22,15 @@ class Decision:
 class RestartTracker:
     """Counts restarts in a row for one instance and decides what an exit leads to."""
 
-    def __init__(self, policy: Restart, max_restarts: int, backoff: float = 0.5):
+    def __init__(self, policy: Restart, max_restarts: int, backoff: float = 0.5, stable_after: float = STABLE_AFTER):
+        self.stable_after = stable_after
         self.policy = policy
         self.max_restarts = max_restarts
         self.backoff = backoff
         self.count = 0
 
     def stable(self, stable_since: float | None, now: float) -> bool:
-        return stable_since is not None and now - stable_since >= STABLE_AFTER
+        return stable_since is not None and now - stable_since >= self.stable_after
 
     def on_exit(self, returncode: int | None, stable_since: float | None, now: float, unhealthy: bool = False) -> Decision:
         """``returncode`` as asyncio gives it (negative: killed by a signal);

@@ -89,7 +89,8 @@ class Supervisor:
         self.instances: dict[str, InstanceState] = {}
         for inst in plan.instances:
             svc = inst.service
-            st = InstanceState(inst, policy.RestartTracker(svc.restart, svc.max_restarts, svc.backoff), port=inst.port.port)
+            tracker = policy.RestartTracker(svc.restart, svc.max_restarts, svc.backoff, _stable_after())
+            st = InstanceState(inst, tracker, port=inst.port.port)
             self.instances[inst.name] = st
             sink.add(inst.name, svc.name)
         self.stop_event = asyncio.Event()
@@ -589,6 +590,15 @@ class Supervisor:
     def _flush_state(self) -> None:
         if self._state_dirty and not self.stopping:
             self.save_state(now=True)
+
+
+def _stable_after() -> float:
+    """How long a run must stay healthy to reset the restart count (60 s). The variable
+    REVOSTACK_STABLE_AFTER changes it, for tests and for impatient users."""
+    try:
+        return float(os.environ.get("REVOSTACK_STABLE_AFTER", policy.STABLE_AFTER))
+    except ValueError:
+        return policy.STABLE_AFTER
 
 
 async def _forever() -> str:
