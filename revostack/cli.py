@@ -336,7 +336,7 @@ def cmd_up(args) -> int:
 
         from revostack import runtime
 
-        return asyncio.run(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
+        return _run_async(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
                                       timestamps=args.timestamps, abort_on_exit=args.abort_on_exit,
                                       watch=not args.no_watch, dashboard=args.dashboard, reservations=reservations,
                                       strategy=strategy))
@@ -396,7 +396,20 @@ def cmd_start(args) -> int:
     from revostack import runtime
 
     quiet = {q.strip() for q in (args.quiet or "").split(",") if q.strip()}
-    return asyncio.run(runtime.start(plan, color=color, prefix=not args.no_prefix, quiet=quiet))
+    return _run_async(runtime.start(plan, color=color, prefix=not args.no_prefix, quiet=quiet))
+
+
+def _run_async(coro) -> int:
+    """The one event loop of a run. On Python 3.11 children are watched through pidfds (Linux)
+    instead of one waiting thread per child; 3.12 does that by itself."""
+    import asyncio
+
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        try:
+            asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+        except (OSError, AttributeError, NotImplementedError):
+            pass
+    return asyncio.run(coro)
 
 
 def _missing_env(f: Path) -> bool:
