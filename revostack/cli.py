@@ -272,7 +272,7 @@ def cmd_export(args) -> int:
         plan = planmod.build(stack, set(stack.services), fixed, {})
     else:
         plan = _export_plan(stack)
-    files = export.render(plan, args.format, app=args.app or stack.name, user=args.user)
+    files = export.render(plan, args.format, app=args.app or stack.name, user=args.user, log_dir=args.log_dir)
     outdir = Path(args.outdir)
     clash = [outdir / name for name in files if (outdir / name).exists()]
     if clash and not args.force:
@@ -381,8 +381,17 @@ def cmd_start(args) -> int:
     env_files = [root / f.strip() for f in args.env.split(",") if f.strip()] if args.env else None
     if env_files is None and (root / ".env").is_file():
         env_files = [root / ".env"]
-    stack = procfile.load(path, base_port=base_port(args.port), concurrency=parse_concurrency(args.concurrency),
-                          env_files=[f for f in env_files or [] if f.is_file() or _missing_env(f)], root=root)
+    env_files = [f for f in env_files or [] if f.is_file() or _missing_env(f)]
+    port = args.port
+    if port is None:  # as foreman and honcho: a PORT in the .env files is the base port
+        from revostack import dotenv
+        from revostack.stackfile import read_text
+
+        for f in env_files:
+            value = dotenv.parse(read_text(f), str(f)).get("PORT", "").strip()
+            port = int(value) if value.isdigit() else port
+    stack = procfile.load(path, base_port=base_port(port), concurrency=parse_concurrency(args.concurrency),
+                          env_files=env_files, root=root)
     selected = stack.selection(list(args.processes) or None)
     color = output.color_enabled(sys.stdout, args.no_color)
     ports = planmod.plan_ports(stack, selected, probe.ProbeWorld(stack.host))
@@ -731,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--app", help="application name (default: the stack's name)")
     sp.add_argument("--user", help="the user the services run as")
     sp.add_argument("--port-base", type=int, help="fix ports by formula: base + 100 per service")
+    sp.add_argument("--log-dir", help="supervisord: write each program's output here (default: next to APP.conf)")
     sp.add_argument("--force", action="store_true", help="overwrite existing files")
     for extra in EXTRA_COMMANDS:
         extra(add)

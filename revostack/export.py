@@ -110,7 +110,7 @@ def _is_simple(cmd: str) -> bool:
     """A single simple command (no shell syntax), which ``sh -c`` can ``exec``."""
     if not cmd.split():
         return False
-    if re.search(r"[;&|<>()`\n\\*?\[\]{}!#~'\"$]", cmd):
+    if re.search(r"[;&|<>()`\n\\*?\[\]{}!#~'\"]", cmd):
         return False
     first = cmd.split(None, 1)[0]
     if "=" in first:
@@ -186,9 +186,11 @@ def _sv_arg(word: str) -> str:
         raise ExportError(f"supervisord cannot express a carriage return in {word!r}")
     if _SV_SAFE.fullmatch(word):
         return word.replace("%", "%%")
-    if ("'" not in word and "\n" not in word and not _sv_comment_hazard(word) and "%(here)s" not in word
-            and not word[:1].isspace() and not word[-1:].isspace()):
-        return "'" + word.replace("%", "%%") + "'"
+    if "\n" not in word and not _sv_comment_hazard(word) and "%(here)s" not in word:
+        if "'" not in word:
+            return "'" + word.replace("%", "%%") + "'"
+        # inside POSIX double quotes shlex only unescapes \" and \\
+        return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
     # Backslash-escape every other character (POSIX shlex outside quotes takes it literally).
     # A newline becomes backslash + newline + an indented continuation line, which configparser
     # joins back with "\n"; since every space and ';'/'#' is escaped, no comment can start.
@@ -370,7 +372,7 @@ def _systemd(plan: Plan, app: str, user: str | None) -> dict[str, str]:
         files[units[inst.name]] = "\n".join(unit) + "\n"
     wants = [units[i.name] for i in plan.instances if i.service.name in selected]
     text = _header("#", plan, "systemd", [
-        f"Copy these files to /etc/systemd/system/, then: systemctl daemon-reload &&",
+        "Copy these files to /etc/systemd/system/, then: systemctl daemon-reload &&",
         f"systemctl enable --now {target}. `systemctl stop {target}` stops every service.",
     ])
     text += ["", "[Unit]", f"Description={_sd_plain(f'{stack.name} (revostack stack)', 'description')}"]
@@ -677,14 +679,48 @@ def _stack_level_env(plan: Plan) -> dict[str, str]:
     return {k: v for k, v in env.items() if k in keys}
 
 
+def _multiline(text: str) -> bool:
+    return "\n" in text or "\r" in text or _ODD_LINE_BREAKS.search(text) is not None
+
+
+IDLE = "exec sleep 2147483647"  # POSIX sleep; "infinity" is a GNU extension
+
+
+def _procfile_script(cmd: str | tuple[str, ...], prefix: str, indirect: dict[str, str], once: bool) -> str:
+    """The command on one Procfile line. What cannot be written on one line (an argument or a
+    shell script with a newline) is carried by a .env variable: ``"$PREFIX__ARG2"``.
+
+    A run-once job (``once``) idles after it succeeds, since honcho, foreman and `revostack
+    start` stop every process as soon as one exits; when it fails, its exit code ends the run."""
+    if isinstance(cmd, str):
+        if _multiline(cmd):
+            indirect[f"{prefix}__CMD"] = cmd
+            run = f'/bin/sh -c "${prefix}__CMD"'
+        elif once:
+            run = cmd if _is_simple(cmd) else "/bin/sh -c " + shlex.quote(cmd)
+        else:
+            return shell_script(cmd)
+        return f"{run} || exit $?; {IDLE}" if once else "exec " + run
+    words = []
+    for i, arg in enumerate(cmd):
+        if _multiline(arg):
+            indirect[f"{prefix}__ARG{i}"] = arg
+            words.append(f'"${prefix}__ARG{i}"')
+        else:
+            words.append(shlex.quote(arg))
+    return f"{' '.join(words)} || exit $?; {IDLE}" if once else "exec " + " ".join(words)
+
+
 def _procfile(plan: Plan) -> dict[str, str]:
     stack = plan.stack
     shared = _stack_level_env(plan)
+    oneshots = _oneshots(stack)
     indirect: dict[str, str] = {}  # .env variables carrying a per-service value with a newline
     lines = _header("#", plan, "procfile", [
-        "Run with honcho (honcho start -f Procfile -e .env), foreman or `revostack start`.",
-        "Each line pins its port variable to the planned one from .env (runners set PORT by",
-        "their own rule) and sets its service's own variables; no dependencies, no health checks.",
+        "Run from this folder with honcho (honcho start) or foreman (foreman start). Each line pins",
+        "its port variable to the planned one from .env (those runners set PORT by their own rule)",
+        "and sets its service's own variables. No dependencies, no health checks: a service must",
+        "retry until what it needs is up. (With revostack, run the Stackfile itself.)",
     ])
     for svc in stack.services.values():
         instances = plan.of_service(svc.name)
@@ -710,9 +746,7 @@ def _procfile(plan: Plan) -> dict[str, str]:
                 if _ODD_LINE_BREAKS.search(value):
                     raise ExportError(f"procfile: {svc.name}.env.{key}: a Procfile line cannot hold {value!r}")
                 sets.append(f"{key}={shlex.quote(value)}")
-        script = shell_script(inst.cmd)
-        if _ODD_LINE_BREAKS.search(script) or "\n" in script or "\r" in script:
-            raise ExportError(f"procfile: the command of {svc.name} does not fit on one Procfile line")
+        script = _procfile_script(inst.cmd, prefix, indirect, once=svc.name in oneshots)
         parts = [f"cd {shlex.quote(str(_cwd(inst)))} || exit 1"]
         if sets:
             parts.append("export " + " ".join(sets))
@@ -724,6 +758,9 @@ def _procfile(plan: Plan) -> dict[str, str]:
         if svc.depends_on:
             lines.append(f"# {name} depends on " + ", ".join(f"{d.name} ({d.condition.value})" for d in svc.depends_on)
                          + ": a Procfile cannot wait for that")
+        if svc.name in oneshots:
+            lines.append(f"# {name} runs once: after it succeeds it idles, since the runner stops every "
+                         "process when one exits")
         if svc.name not in stack.selection():
             lines.append(f"# {name}: autostart = false in the Stackfile")
         lines.append(f"{name}: " + "; ".join(parts))
