@@ -26,8 +26,8 @@ def find_stackfile(explicit: str | None, start: Path | None = None) -> Path:
     if explicit:
         return Path(explicit)
     start = (start or Path.cwd()).resolve()
-    for name in (STACKFILE, PROCFILE):
-        for folder in (start, *start.parents):
+    for folder in (start, *start.parents):  # the nearest folder wins; in it, the Stackfile
+        for name in (STACKFILE, PROCFILE):
             if (folder / name).is_file():
                 return folder / name
     raise UsageError(f"no {STACKFILE} or {PROCFILE} in this folder or any parent (write one with `revostack init`)")
@@ -359,14 +359,46 @@ def _reclaim_leftovers(stack, rd, strategy) -> None:
         for p in found:
             print(f"revostack: pid {p.pid} ({p.name}) is left from an earlier run; conservative: not stopped", file=sys.stderr)
         return
+    from revostack import conflicts
+
+    # the declared ports each leftover holds: stopping it is then a port conflict of that service,
+    # recorded as one (service, port, holder, "reclaimed"), so `history` says which port came back
+    declared: dict[int, str] = {}
+    for svc in stack.services.values():
+        if svc.port:
+            for idx in range(1, svc.scale + 1):
+                declared.setdefault(svc.port + idx - 1, svc.name)
+            for p in svc.fallback:
+                declared.setdefault(p, svc.name)
+    held: dict[int, list[tuple[int, str]]] = {}
+    for port, entries in probe.listeners().items():
+        for ip, pid in entries:
+            if port in declared and pid is not None and probe.conflicts(ip, stack.host) \
+                    and (port, declared[port]) not in held.get(pid, []):
+                held.setdefault(pid, []).append((port, declared[port]))
+    ownership = rd.ownership(running=False)
+    holders = {p.pid: probe.describe(p.pid, ownership) for p in found}
     results = probe.terminate([p.pid for p in found], 15, stack.stop_timeout)
     names = {p.pid: p.name for p in found}
     for pid, killed in results:
         print(f"revostack: stopped pid {pid} ({names[pid]}) left from an earlier run" + (" (killed)" if killed else ""),
               file=sys.stderr)
-        rd.append_history({"service": None, "port": None, "holder": {"pid": pid, "name": names[pid]},
-                           "class": "ours-stale", "strategy": strategy.value, "action": "stopped",
-                           "result": "killed" if killed else "stopped"})
+        holder = holders[pid]
+        if holder.pid is None:
+            holder = planmod_holder(pid, names[pid])
+        for port, service in held.get(pid, []):
+            ok = probe.is_free(port, stack.host)
+            conflicts.record(rd, service, port, holder, strategy, "reclaimed",
+                             ("ok" if ok else "failed") + (" (killed)" if killed else ""))
+        if not held.get(pid):
+            conflicts.record(rd, None, None, holder, strategy, "stopped", "killed" if killed else "stopped")
+
+
+def planmod_holder(pid: int, name: str):
+    """A leftover that could not be described (it ended meanwhile): what is known of it."""
+    from revostack.plan import Holder
+
+    return Holder(pid, name=name, cls="ours-stale")
 
 
 def cmd_start(args) -> int:
@@ -489,21 +521,34 @@ def cmd_down(args) -> int:
         if rd.is_locked():
             print(f"revostack: the stack (pid {pid}) is still stopping after {timeout:g}s", file=sys.stderr)
             return EXIT_FAILED
-        n = len(state.get("instances", {}))
-        print(f"stopped stack \"{stack.name}\" (up pid {pid}, {n} instance{'s' if n != 1 else ''})")
+        insts = state.get("instances", {})
+        n = len(insts)
+        what = ", ".join(f"{k} pid {v['pid']}" if isinstance(v, dict) and isinstance(v.get("pid"), int) else str(k)
+                         for k, v in insts.items())
+        print(f"stopped stack \"{stack.name}\" (up pid {pid}, {n} instance{'s' if n != 1 else ''}"
+              + (f": {what})" if what else ")"))
         return EXIT_OK
+    stopped_up = False
     if rd.is_locked():
         # an `up` holds the lock but its socket does not answer: ask it with a signal, if it is provably it
         pid, ct = state.get("pid"), state.get("create_time")
         if isinstance(pid, int) and probe.alive(pid, ct) and probe.may_signal(pid, ct, None):
-            probe.terminate([pid], 15, 30)
-            print(f"stopped stack \"{stack.name}\" (up pid {pid} did not answer on its socket: sent SIGTERM)")
-            return EXIT_OK
+            import signal as _signal
+
+            try:
+                os.kill(pid, _signal.SIGCONT)  # a stopped (frozen) `up` could never handle the SIGTERM
+            except OSError:
+                pass
+            killed = dict(probe.terminate([pid], 15, 30)).get(pid)
+            print(f"stopped stack \"{stack.name}\" (up pid {pid} did not answer on its socket: sent SIGTERM"
+                  + (", then SIGKILL)" if killed else ")"))
+            stopped_up = True  # then whatever it could not stop is a leftover, stopped below
     found, notes = probe.leftovers(rd.ownership(running=False))
     for n in notes:
         print(n)
     if not found:
-        print(f"stack \"{stack.name}\" is not running; nothing to stop")
+        if not stopped_up:
+            print(f"stack \"{stack.name}\" is not running; nothing to stop")
         rd.clear_state()
         return EXIT_OK
     results = dict(probe.terminate([p.pid for p in found], 15, stack.stop_timeout))

@@ -181,8 +181,8 @@ def _choose(svc: Service, idx: int, world: PortWorld, strategy: Strategy, used: 
                 return PortChoice(preferred, port)
             reason = f"{first_reason} -> moved to {port}" if first_reason else f"moved to {port}"
             return PortChoice(preferred, port, reason, first_holder, Action.MOVED)
-        holder = world.holder(port)
-        if i == 0:
+        if i == 0:  # only the preferred port's holder matters: look no further
+            holder = world.holder(port)
             first_holder = holder
             who = holder.describe() if holder else "an unknown process"
             first_reason = f"{port} held by {who}"

@@ -8,7 +8,7 @@ from typing import Mapping
 
 from revostack import dotenv
 from revostack.errors import ConfigError, Problem
-from revostack.stackfile import Restart, Service, Stack, read_text
+from revostack.stackfile import Restart, Service, Stack, _display, read_text
 
 _LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
@@ -56,16 +56,16 @@ def load(
     """A Procfile as a Stack: no dependencies, no health checks, ``restart = "no"``, ports by
     foreman's rule (each instance's formula port; fallbacks only when it is taken)."""
     text = read_text(path)
-    entries = parse(text, str(path))
+    entries = parse(text, _display(path))  # named like Stackfile problems: relative under the cwd
     root = root or path.parent
     merged: dict[str, str] = {}
     files = env_files if env_files is not None else ([root / ".env"] if (root / ".env").is_file() else [])
     for f in files:
-        merged.update(dotenv.parse(read_text(f), str(f)))
+        merged.update(dotenv.parse(read_text(f), _display(f)))
     concurrency = dict(concurrency or {})
     unknown = [n for n in concurrency if n not in dict(entries)]
     if unknown:
-        raise ConfigError([Problem(str(path), f'unknown process type "{n}" in concurrency') for n in unknown])
+        raise ConfigError([Problem(_display(path), f'unknown process type "{n}" in concurrency') for n in unknown])
     services = {}
     for i, (name, cmd) in enumerate(entries):
         port = foreman_port(base_port, i, 1)

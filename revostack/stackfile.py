@@ -182,7 +182,7 @@ def read_text(path: Path) -> str:
 class _Loader:
     def __init__(self, path: Path, text: str, environ: Mapping[str, str]):
         self.path = path
-        self.display = str(path) if path.is_absolute() and not _is_under_cwd(path) else _rel(path)
+        self.display = _display(path)
         self.text = text
         self.environ = environ
         self.loc = Locator(text)
@@ -611,6 +611,11 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _display(path: Path) -> str:
+    """How problems name a file: relative to the cwd when it is under it, else as given."""
+    return str(path) if path.is_absolute() and not _is_under_cwd(path) else _rel(path)
+
+
 def _is_under_cwd(path: Path) -> bool:
     try:
         path.resolve().relative_to(Path.cwd().resolve())
@@ -622,7 +627,10 @@ def _is_under_cwd(path: Path) -> bool:
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Stack:
     """Load and validate a Stackfile. Raises ConfigError with every problem found."""
     path = Path(path)
-    text = read_text(path)
+    try:
+        text = read_text(path)
+    except ConfigError as e:  # name the file as every other problem does
+        raise ConfigError(replace(p, file=_display(path)) if p.file == str(path) else p for p in e.problems) from None
     return loads(text, path, environ)
 
 

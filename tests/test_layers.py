@@ -1,0 +1,66 @@
+"""Layer 0 is pure: importing (and using) it in a fresh interpreter loads neither psutil, rich nor
+asyncio. That is what keeps `revostack check` and `ports` fast and the core testable without a world."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+LAYER0 = ["errors", "dotenv", "interp", "locate", "stackfile", "graph", "plan", "procfile", "render"]
+HEAVY = ["psutil", "rich", "asyncio"]
+
+
+def loaded_after(code: str, cwd=REPO) -> list[str]:
+    probe = code + f"\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    r = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", LAYER0)
+def test_layer0_module_imports_no_heavy_module(module):
+    assert loaded_after(f"import revostack.{module}") == []
+
+
+def test_the_heavy_modules_are_detectable():
+    """The probe itself works: importing the edge that uses psutil does load it."""
+    assert "psutil" in loaded_after("import psutil")
+
+
+def test_using_layer0_loads_no_heavy_module(tmp_path):
+    (tmp_path / ".env").write_text("A=1\n")
+    (tmp_path / "Procfile").write_text("web: python -V\n")
+    (tmp_path / "Stackfile.toml").write_text(
+        '[services.db]\ncmd = "x"\nport = 5432\n'
+        '[services.web]\ncmd = ["x", "${db.port}"]\nport = 8000\ndepends_on = ["db"]\n'
+    )
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from revostack import errors, dotenv, interp, locate, stackfile, graph, plan, procfile, render
+root = Path({str(tmp_path)!r})
+stack = stackfile.load(root / "Stackfile.toml")
+class World:
+    def is_free(self, port): return True
+    def holder(self, port): return None
+    def os_port(self): return 40000
+names = set(stack.services)
+p = plan.build(stack, names, plan.plan_ports(stack, names, World()), {{}})
+assert p.by_name()["web.1"].cmd == ("x", "5432"), p
+for fmt in ("tree", "dot", "mermaid"):
+    render.graph(stack, fmt)
+render.stackfile_template("x")
+render.stackfile_from_procfile(procfile.parse("web: a"), "x")
+procfile.load(root / "Procfile")
+try:
+    stackfile.loads("[services.a]\\ncmd = ''\\n", root / "S.toml")
+except errors.ConfigError:
+    pass
+"""
+    assert loaded_after(code) == []
