@@ -385,16 +385,16 @@ def _reclaim_leftovers(stack, rd, strategy) -> None:
               file=sys.stderr)
         holder = holders[pid]
         if holder.pid is None:
-            holder = planmod_holder(pid, names[pid])
+            holder = _leftover_holder(pid, names[pid])
         for port, service in held.get(pid, []):
-            ok = probe.is_free(port, stack.host)
+            ok = conflicts._wait_free(probe.ProbeWorld(stack.host), port)  # the socket may close a moment later
             conflicts.record(rd, service, port, holder, strategy, "reclaimed",
                              ("ok" if ok else "failed") + (" (killed)" if killed else ""))
         if not held.get(pid):
             conflicts.record(rd, None, None, holder, strategy, "stopped", "killed" if killed else "stopped")
 
 
-def planmod_holder(pid: int, name: str):
+def _leftover_holder(pid: int, name: str):
     """A leftover that could not be described (it ended meanwhile): what is known of it."""
     from revostack.plan import Holder
 
@@ -464,6 +464,16 @@ def cmd_run(args) -> int:
     if not command:
         raise UsageError("run: give a command, e.g. `revostack run -- python manage.py shell`")
     stack = load_stack(args)
+    if getattr(args, "env", None):  # honcho's `run -e a.env,b.env`: those files instead of .env
+        if stack.kind != "procfile":
+            raise UsageError("run: -e/--env is for a Procfile; a Stackfile names its env files with env_file")
+        from revostack import procfile
+
+        files = [stack.root / f.strip() for f in args.env.split(",") if f.strip()]
+        for f in files:
+            if not f.is_file():
+                raise UsageError(f"env file {f} not found")
+        stack = procfile.load(stack.path, base_port=base_port(None), env_files=files)
     if args.service and args.service not in stack.services:
         from revostack.errors import did_you_mean
 
@@ -539,7 +549,7 @@ def cmd_down(args) -> int:
                 os.kill(pid, _signal.SIGCONT)  # a stopped (frozen) `up` could never handle the SIGTERM
             except OSError:
                 pass
-            killed = dict(probe.terminate([pid], 15, 30)).get(pid)
+            killed = dict(probe.terminate([pid], 15, 30, group=False)).get(pid)  # `up | tee`: not tee
             print(f"stopped stack \"{stack.name}\" (up pid {pid} did not answer on its socket: sent SIGTERM"
                   + (", then SIGKILL)" if killed else ")"))
             stopped_up = True  # then whatever it could not stop is a leftover, stopped below

@@ -255,9 +255,10 @@ def leftovers(ownership: Ownership, exclude: Iterable[int] = ()) -> tuple[list[L
     return sorted(found.values(), key=lambda x: x.pid), notes
 
 
-def terminate(pids: Iterable[int], sig: int, timeout: float) -> list[tuple[int, bool]]:
-    """Send ``sig`` to each process (and its group when it leads one), SIGKILL whatever is left
-    after ``timeout``. Callers pass only pids proven ours. Returns [(pid, had_to_be_killed)]."""
+def terminate(pids: Iterable[int], sig: int, timeout: float, group: bool = True) -> list[tuple[int, bool]]:
+    """Send ``sig`` to each process (and, with ``group``, its group when it leads one), SIGKILL
+    whatever is left after ``timeout``. Callers pass only pids proven ours.
+    Returns [(pid, had_to_be_killed)]."""
     import signal as _signal
 
     import psutil
@@ -267,24 +268,47 @@ def terminate(pids: Iterable[int], sig: int, timeout: float) -> list[tuple[int, 
         try:
             p = psutil.Process(pid)
             procs.append(p)
-            if os.getpgid(pid) == pid:
+            if group and os.getpgid(pid) == pid:
                 os.killpg(pid, sig)
             else:
                 p.send_signal(sig)
         except (psutil.Error, OSError):
             continue
-    gone, alive_ = psutil.wait_procs(procs, timeout=timeout)
+    gone, alive_ = wait_gone(procs, timeout)
     for p in alive_:
         try:
-            if os.getpgid(p.pid) == p.pid:
+            if group and os.getpgid(p.pid) == p.pid:
                 os.killpg(p.pid, _signal.SIGKILL)
             else:
                 p.kill()
         except (psutil.Error, OSError):
             pass
-    psutil.wait_procs(alive_, timeout=5)
+    wait_gone(alive_, 5)
     killed = {p.pid for p in alive_}
     return [(p.pid, p.pid in killed) for p in procs]
+
+
+def wait_gone(procs, timeout: float):
+    """(gone, alive) once every process has exited or ``timeout`` passed. A zombie counts as gone:
+    unlike ``psutil.wait_procs`` this does not wait for a parent that is not us to reap it."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        left = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p)
+            except psutil.Error:
+                pass
+        if not left or time.monotonic() >= deadline:
+            return [p for p in procs if p not in left], left
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def stop_holder(holder: Holder, ownership: Ownership | None, external: bool, timeout: float) -> bool:
@@ -314,13 +338,13 @@ def stop_holder(holder: Holder, ownership: Ownership | None, external: bool, tim
             os.killpg(pid, _signal.SIGTERM)
         else:
             proc.terminate()
-        _, alive_ = psutil.wait_procs([proc], timeout=timeout)
+        _, alive_ = wait_gone([proc], timeout)
         if alive_:
             if own_group and os.getpgid(pid) == pid:
                 os.killpg(pid, _signal.SIGKILL)
             else:
                 proc.kill()
-            psutil.wait_procs([proc], timeout=5)
+            wait_gone([proc], 5)
     except (psutil.Error, OSError):
         pass
     return not alive(pid)

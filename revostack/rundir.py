@@ -77,10 +77,14 @@ class RunDir:
         os.replace(tmp, self.state_file)
 
     def clear_state(self) -> None:
-        for p in (self.state_file,):
+        """Forget a run: the state file, and the socket unless a living ``up`` holds the lock."""
+        paths = [self.state_file] + ([] if self.is_locked() else [self.socket_path])
+        for p in paths:
             try:
                 p.unlink()
             except FileNotFoundError:
+                pass
+            except OSError:
                 pass
 
     def recorded(self) -> dict[int, float]:
@@ -109,6 +113,10 @@ class RunDir:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 pid = self.lock_holder()
+                deadline = time.monotonic() + 1.0
+                while pid is None and time.monotonic() < deadline:
+                    time.sleep(0.01)  # the winner of a simultaneous start writes its pid just after flock
+                    pid = self.lock_holder()
                 raise StateError(f"already running, pid {pid if pid else '?'}; use `revostack down`") from None
             raise
         os.ftruncate(fd, 0)
