@@ -41,7 +41,7 @@ def load_stack(args: argparse.Namespace):
         return stackfile.load(path)
     from revostack import procfile
 
-    return procfile.load(path, base_port=base_port(getattr(args, "port", None)),
+    return procfile.load(path, base_port=getattr(args, "port", None),
                          concurrency=parse_concurrency(getattr(args, "concurrency", None)))
 
 
@@ -414,15 +414,7 @@ def cmd_start(args) -> int:
     if env_files is None and (root / ".env").is_file():
         env_files = [root / ".env"]
     env_files = [f for f in env_files or [] if f.is_file() or _missing_env(f)]
-    port = args.port
-    if port is None:  # as foreman and honcho: a PORT in the .env files is the base port
-        from revostack import dotenv
-        from revostack.stackfile import read_text
-
-        for f in env_files:
-            value = dotenv.parse(read_text(f), str(f)).get("PORT", "").strip()
-            port = int(value) if value.isdigit() else port
-    stack = procfile.load(path, base_port=base_port(port), concurrency=parse_concurrency(args.concurrency),
+    stack = procfile.load(path, base_port=args.port, concurrency=parse_concurrency(args.concurrency),
                           env_files=env_files, root=root)
     selected = stack.selection(list(args.processes) or None)
     color = output.color_enabled(sys.stdout, args.no_color)
@@ -473,7 +465,7 @@ def cmd_run(args) -> int:
         for f in files:
             if not f.is_file():
                 raise UsageError(f"env file {f} not found")
-        stack = procfile.load(stack.path, base_port=base_port(None), env_files=files)
+        stack = procfile.load(stack.path, env_files=files)
     if args.service and args.service not in stack.services:
         from revostack.errors import did_you_mean
 

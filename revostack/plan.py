@@ -291,6 +291,8 @@ def instance_env(
             env[key] = value
     env.update(ours)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if stack.kind == "procfile":
+        env["HONCHO_PROCESS_NAME"] = inst  # as honcho sets it
     if color is True:
         env.setdefault("FORCE_COLOR", "1")
         env.setdefault("CLICOLOR_FORCE", "1")

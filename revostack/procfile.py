@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Mapping
@@ -47,7 +48,7 @@ def foreman_port(base: int, type_index: int, instance: int) -> int:
 def load(
     path: Path,
     *,
-    base_port: int = 5000,
+    base_port: int | None = None,
     concurrency: Mapping[str, int] | None = None,
     env_files: list[Path] | None = None,
     root: Path | None = None,
@@ -62,6 +63,14 @@ def load(
     files = env_files if env_files is not None else ([root / ".env"] if (root / ".env").is_file() else [])
     for f in files:
         merged.update(dotenv.parse(read_text(f), _display(f)))
+    if base_port is None:  # foreman and honcho: -p, else PORT from the .env files, else $PORT, else 5000
+        env = os.environ if environ is None else environ
+        for candidate in (merged.get("PORT", ""), env.get("PORT", "")):
+            if candidate.strip().isdigit():
+                base_port = int(candidate.strip())
+                break
+        else:
+            base_port = 5000
     concurrency = dict(concurrency or {})
     unknown = [n for n in concurrency if n not in dict(entries)]
     if unknown:

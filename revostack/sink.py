@@ -3,7 +3,8 @@
 Hot path: a chunk (up to 256 KiB) of complete lines is prefixed with one ``bytes.replace``
 and queued; everything queued during one turn of the event loop is written with one
 ``write`` per destination. A partial last line waits for its newline, or is flushed after
-``PARTIAL_DELAY``. Lines never mix between services because only whole lines are queued.
+``PARTIAL_DELAY`` (``PARTIAL_DELAY_BULK`` when it came at the end of a big read). Lines never
+mix between services because only whole lines are queued.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import BinaryIO, Callable
 COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)  # ANSI foregrounds, honcho's order first
 SYSTEM_COLOR = 1  # bold
 PARTIAL_DELAY = 0.1  # seconds before a line with no newline is shown anyway
+BULK_READ = 4096  # a read this big means the child is mid-flood: more is coming, so wait longer
+PARTIAL_DELAY_BULK = 1.0  # ... this long, so a busy machine does not cut lines at pipe boundaries
 MAX_LINE = 64 * 1024  # a longer line is cut into pieces of this size
 TAIL = 2048  # bytes of recent output kept per instance
 LOG_ROTATE = 10 * 1024 * 1024  # bytes; one previous file is kept as NAME.log.1
@@ -109,6 +112,7 @@ class Sink:
         if s is None:
             self.add(name)
             s = self.streams[name]
+        bulk = len(data) >= BULK_READ
         if s.partial:
             data = s.partial + data
             s.partial = b""
@@ -119,10 +123,13 @@ class Sink:
             if len(rest) >= MAX_LINE:
                 data += rest + b"\n"
             else:
+                if cut and s.timer is not None:  # the held line is complete; a new one waits its own delay
+                    s.timer.cancel()
+                    s.timer = None
                 s.partial = rest
                 if s.timer is None:
                     loop = self.loop or asyncio.get_running_loop()
-                    s.timer = loop.call_later(PARTIAL_DELAY, self._flush_partial, s)
+                    s.timer = loop.call_later(PARTIAL_DELAY_BULK if bulk else PARTIAL_DELAY, self._flush_partial, s)
         if s.timer is not None and not s.partial:
             s.timer.cancel()
             s.timer = None
@@ -156,7 +163,7 @@ class Sink:
             data = text.encode("utf-8")
         else:
             text = None if not s.watchers else text
-        if len(data) > MAX_LINE and data.find(b"\n") > MAX_LINE:
+        if len(data) > MAX_LINE and _may_hold_long_line(data):  # any line may be the long one
             data = _cut_long_lines(data)
         s.tail = data[-TAIL:] if len(data) >= TAIL else (s.tail + data)[-TAIL:]
         short, full = self._now()
@@ -230,6 +237,15 @@ class Sink:
             if s.log is not None:
                 s.log.close()
                 s.log = None
+
+
+_HALF = MAX_LINE // 2
+
+
+def _may_hold_long_line(data: bytes) -> bool:
+    """Cheap test: a line over MAX_LINE bytes spans a whole half-window without a newline.
+    A few ``find`` calls per 256 KiB chunk, each stopping at its first newline."""
+    return any(data.find(b"\n", k, k + _HALF) < 0 for k in range(0, len(data) - _HALF, _HALF))
 
 
 def _cut_long_lines(data: bytes) -> bytes:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -220,7 +219,6 @@ writes NAME.ready and becomes ready the way MODE says: tcp (listen on $PORT), ht
 import os
 import socket
 import sys
-import threading
 import time
 
 name, mode = sys.argv[1], sys.argv[2]

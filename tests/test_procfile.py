@@ -192,3 +192,21 @@ def test_errors_name_the_procfile_relative_to_the_cwd(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         procfile.load(write(tmp_path, "web: a\nbad\n"), env_files=[])
     assert str(info.value) == 'Procfile:2:1: expected "name: command"'
+
+
+def test_procfile_env_base_port_and_honcho_process_name(tmp_path):
+    """foreman/honcho: PORT in .env is the base port when -p is not given; each process sees
+    HONCHO_PROCESS_NAME, as under honcho."""
+    from revostack import plan as planmod
+    from revostack import procfile as pf
+
+    (tmp_path / "Procfile").write_text("web: run-web\nworker: run-worker\n")
+    (tmp_path / ".env").write_text("PORT=7000\n")
+    stack = pf.load(tmp_path / "Procfile", environ={"PORT": "9000"})
+    assert stack.services["web"].port == 7000 and stack.services["worker"].port == 7100
+    assert pf.load(tmp_path / "Procfile", base_port=8000).services["worker"].port == 8100
+    selected = set(stack.services)
+    ports = {f"{n}.1": planmod.PortChoice(s.port, s.port) for n, s in stack.services.items()}
+    plan = planmod.build(stack, selected, ports, {})
+    env = plan.by_name()["worker.1"].env
+    assert env["HONCHO_PROCESS_NAME"] == "worker.1" and env["PORT"] == "7100"
