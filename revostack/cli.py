@@ -332,7 +332,6 @@ def cmd_up(args) -> int:
             for f in plan.failures:
                 print(f"revostack: {f}", file=sys.stderr)
             return EXIT_PORTS
-        import asyncio
 
         from revostack import runtime
 
@@ -424,7 +423,6 @@ def cmd_start(args) -> int:
         for f in plan.failures:
             print(f"revostack: {f}", file=sys.stderr)
         return EXIT_PORTS
-    import asyncio
 
     from revostack import runtime
 

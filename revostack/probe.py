@@ -11,9 +11,12 @@ import errno
 import os
 import socket
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from revostack.plan import Holder
+
+if TYPE_CHECKING:
+    import psutil
 
 # psutil is imported where it is used, so that `revostack ports` on a free machine stays fast.
 

@@ -13,7 +13,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Iterable
 
 from revostack import graph, policy, process
@@ -177,46 +176,43 @@ class Supervisor:
 
     # -- one instance -----------------------------------------------------------------------
     async def lifecycle(self, st: InstanceState) -> None:
-        try:
-            while True:
-                if not await self.wait_dependencies(st):
-                    return
-                st.restart_request.clear()
-                if not await self.start(st):
-                    return
-                outcome, code = await self.supervise(st)
-                if self.stopping:
-                    return
-                if outcome == "restart":
-                    st.restarts += 1
-                    self.sink.system(f"{st.name} restarting ({st.restart_reason})")
-                    st.state = State.RESTARTING
-                    self.save_state()
-                    continue
-                if outcome == "exit" and code != 0 and st.port is not None and await self.migrate(st):
-                    continue
-                decision = st.tracker.on_exit(code, st.stable_since, time.monotonic(), unhealthy=outcome != "exit")
-                if decision.completed:
-                    self._ended(st, State.COMPLETED)
-                    st.completed.set()
-                    return
-                if not decision.restart:
-                    if decision.failed and not self.options.honcho:  # honcho says only "stopped (rc=N)"
-                        self.sink.system(f"{st.name} failed: {decision.why}" + (
-                            "" if st.inst.service.restart is Restart.NO else ", not restarting"))
-                    self._ended(st, State.FAILED if decision.failed else State.COMPLETED)
-                    if decision.failed:
-                        self.any_failed = True
-                    return
-                st.state = State.RESTARTING
+        while True:
+            if not await self.wait_dependencies(st):
+                return
+            st.restart_request.clear()
+            if not await self.start(st):
+                return
+            outcome, code = await self.supervise(st)
+            if self.stopping:
+                return
+            if outcome == "restart":
                 st.restarts += 1
+                self.sink.system(f"{st.name} restarting ({st.restart_reason})")
+                st.state = State.RESTARTING
                 self.save_state()
-                self.sink.system(f"{st.name} restarting in {decision.delay:g}s "
-                                 f"({st.tracker.count}/{st.inst.service.max_restarts} in a row)")
-                if await self._sleep_or_request(st, decision.delay):
-                    return
-        except asyncio.CancelledError:
-            raise
+                continue
+            if outcome == "exit" and code != 0 and st.port is not None and await self.migrate(st):
+                continue
+            decision = st.tracker.on_exit(code, st.stable_since, time.monotonic(), unhealthy=outcome != "exit")
+            if decision.completed:
+                st.completed.set()
+                self._ended(st, State.COMPLETED)
+                return
+            if not decision.restart:
+                if decision.failed and not self.options.honcho:  # honcho says only "stopped (rc=N)"
+                    self.sink.system(f"{st.name} failed: {decision.why}" + (
+                        "" if st.inst.service.restart is Restart.NO else ", not restarting"))
+                self._ended(st, State.FAILED if decision.failed else State.COMPLETED)
+                if decision.failed:
+                    self.any_failed = True
+                return
+            st.state = State.RESTARTING
+            st.restarts += 1
+            self.save_state()
+            self.sink.system(f"{st.name} restarting in {decision.delay:g}s "
+                             f"({st.tracker.count}/{st.inst.service.max_restarts} in a row)")
+            if await self._sleep_or_request(st, decision.delay):
+                return
 
     async def _sleep_or_request(self, st: InstanceState, delay: float) -> bool:
         """Sleep the backoff delay; a restart request cuts it short. True when stopping."""
@@ -484,14 +480,14 @@ class Supervisor:
     async def _wait_group(self, pgid: int, timeout: float, allow_kill_now: bool = True) -> bool:
         """Wait until no process of the group is left. False on timeout (or a second Ctrl-C)."""
         deadline = time.monotonic() + timeout
-        delay = 0.005
+        delay = 0.001  # a child usually dies within a millisecond of its signal
         while process.group_alive(pgid):
             process.reap_orphans()
             if not process.group_alive(pgid):
                 break
             if time.monotonic() >= deadline or (allow_kill_now and self.kill_now.is_set()):
                 return False
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))  # no overshoot of stop_timeout
             delay = min(delay * 2, 0.05)
         return True
 

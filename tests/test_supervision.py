@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import sys
 import time
 from pathlib import Path
 
