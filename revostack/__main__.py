@@ -1,5 +1,3 @@
-import sys
+from revostack.cli import entry
 
-from revostack.cli import main
-
-sys.exit(main())
+entry()

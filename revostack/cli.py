@@ -795,6 +795,19 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable] = []
 
 
+def entry() -> None:
+    """The console script and ``python -m revostack``: run, flush, and leave without the
+    interpreter's teardown — tens of milliseconds of module clean-up that nothing here needs
+    (every file, lock and child is closed or stopped by then)."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable
 
-from revostack import graph, policy, process
+from revostack import graph, policy, probe, process
 from revostack.health import Checker
 from revostack.plan import Instance, Plan
 from revostack.sink import Sink
@@ -383,7 +383,9 @@ class Supervisor:
                 return await _forever()
             failures = 0
             while True:
-                await asyncio.sleep(h.interval)
+                # in phase with every other service's checks: one wake-up per interval for all of
+                # them, not one each (10 services idle: 63 -> 45 ms of CPU per 10 s)
+                await asyncio.sleep(h.interval - time.monotonic() % h.interval)
                 ok, detail = await checker.check()
                 if ok:
                     if failures:
@@ -511,7 +513,7 @@ class Supervisor:
 
     async def sweep(self) -> None:
         """Kill whatever escaped its group: our descendants and processes carrying our marker."""
-        leftovers = await asyncio.to_thread(_leftovers, self.stack.id)
+        leftovers = await asyncio.to_thread(probe.descendants_and_marked, self.stack.id)
         if not leftovers:
             return
         for pid, name in leftovers:
@@ -613,48 +615,3 @@ def _stable_after() -> float:
 async def _forever() -> str:
     await asyncio.Event().wait()
     return ""
-
-
-def _leftovers(stack_id: str) -> list[tuple[int, str]]:
-    """Our live descendants, and any live process of our user whose environment carries this
-    stack's marker. One pass over /proc reading stat (and environ for our user's processes):
-    a few ms, where psutil objects cost tens of ms on a busy machine (this runs on every stop)."""
-    from revostack.probe import MARKER
-
-    me = os.getpid()
-    uid = os.getuid()
-    needle = f"\0{MARKER}={stack_id}\0".encode()
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    marked: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            close = stat.rfind(b")")
-            state, ppid = stat[close + 2:].split(None, 2)[:2]
-            if state == b"Z":
-                continue
-            parents[pid] = int(ppid)
-            names[pid] = stat[stat.find(b"(") + 1:close].decode("utf-8", "replace")
-            if pid != me and entry.stat().st_uid == uid:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    if needle in b"\0" + f.read():
-                        marked.add(pid)
-        except (OSError, ValueError):
-            continue
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    found = set(marked)
-    todo = [me]
-    while todo:
-        for c in children.get(todo.pop(), ()):
-            if c not in found:
-                found.add(c)
-                todo.append(c)
-    found.discard(me)
-    return sorted((pid, names[pid]) for pid in found if pid in names)

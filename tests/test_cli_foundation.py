@@ -409,7 +409,7 @@ def test_console_script_is_declared():
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("revostack") == "revostack.cli:main"
+    assert scripts.get("revostack") == "revostack.cli:entry"
 
 
 def test_unknown_command(tmp_path):
