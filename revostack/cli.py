@@ -317,16 +317,17 @@ def cmd_up(args) -> int:
         names = list(args.services) or None
         selected = stack.selection(names)  # unknown names fail before anything starts
         strategy = _strategy(args) or stack.strategy
-        _reclaim_leftovers(stack, rd, strategy)
         from revostack import conflicts, probe
+
+        say = lambda text: print(f"revostack: {text}", file=sys.stderr)  # noqa: E731
+        conflicts.reclaim_leftovers(stack, rd, strategy, say)
         from revostack import plan as planmod
 
         world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
         ports = planmod.plan_ports(stack, selected, world, strategy)
         plan = planmod.build(stack, selected, ports, os.environ, _child_color(args.no_color))
         reservations = probe.Reservations(stack.host)
-        plan = conflicts.settle(plan, rd, strategy, world, reservations,
-                                say=lambda text: print(f"revostack: {text}", file=sys.stderr))
+        plan = conflicts.settle(plan, rd, strategy, world, reservations, say)
         if plan.failures:
             reservations.release_all()
             for f in plan.failures:
@@ -341,63 +342,6 @@ def cmd_up(args) -> int:
                                       strategy=strategy))
     finally:
         rd.release()
-
-
-def _reclaim_leftovers(stack, rd, strategy) -> None:
-    """Processes a dead earlier `up` of this stack left behind: stopped, unless the strategy is
-    conservative (then they are left, and ports move around them)."""
-    from revostack import probe
-    from revostack.stackfile import Strategy
-
-    found, notes = probe.leftovers(rd.ownership(running=False))
-    for n in notes:
-        print(f"revostack: {n}", file=sys.stderr)
-    if not found:
-        return
-    if strategy is Strategy.CONSERVATIVE:
-        for p in found:
-            print(f"revostack: pid {p.pid} ({p.name}) is left from an earlier run; conservative: not stopped", file=sys.stderr)
-        return
-    from revostack import conflicts
-
-    # the declared ports each leftover holds: stopping it is then a port conflict of that service,
-    # recorded as one (service, port, holder, "reclaimed"), so `history` says which port came back
-    declared: dict[int, str] = {}
-    for svc in stack.services.values():
-        if svc.port:
-            for idx in range(1, svc.scale + 1):
-                declared.setdefault(svc.port + idx - 1, svc.name)
-            for p in svc.fallback:
-                declared.setdefault(p, svc.name)
-    held: dict[int, list[tuple[int, str]]] = {}
-    for port, entries in probe.listeners().items():
-        for ip, pid in entries:
-            if port in declared and pid is not None and probe.conflicts(ip, stack.host) \
-                    and (port, declared[port]) not in held.get(pid, []):
-                held.setdefault(pid, []).append((port, declared[port]))
-    ownership = rd.ownership(running=False)
-    holders = {p.pid: probe.describe(p.pid, ownership) for p in found}
-    results = probe.terminate([p.pid for p in found], 15, stack.stop_timeout)
-    names = {p.pid: p.name for p in found}
-    for pid, killed in results:
-        print(f"revostack: stopped pid {pid} ({names[pid]}) left from an earlier run" + (" (killed)" if killed else ""),
-              file=sys.stderr)
-        holder = holders[pid]
-        if holder.pid is None:
-            holder = _leftover_holder(pid, names[pid])
-        for port, service in held.get(pid, []):
-            ok = conflicts._wait_free(probe.ProbeWorld(stack.host), port)  # the socket may close a moment later
-            conflicts.record(rd, service, port, holder, strategy, "reclaimed",
-                             ("ok" if ok else "failed") + (" (killed)" if killed else ""))
-        if not held.get(pid):
-            conflicts.record(rd, None, None, holder, strategy, "stopped", "killed" if killed else "stopped")
-
-
-def _leftover_holder(pid: int, name: str):
-    """A leftover that could not be described (it ended meanwhile): what is known of it."""
-    from revostack.plan import Holder
-
-    return Holder(pid, name=name, cls="ours-stale")
 
 
 def cmd_start(args) -> int:

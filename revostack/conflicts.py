@@ -1,5 +1,6 @@
 """Carrying out the port plan's conflict decisions before ``up`` spawns anything.
 
+Also, before planning, the processes a dead earlier ``up`` of this stack left behind.
 The planner (pure) decided, per instance, to keep, move, reclaim (our stale process) or stop
 (aggressive: a same-user process running the same program). Here the stops happen — through
 probe's guards only — every conflict is written to history.jsonl, the ports are reserved, and
@@ -48,6 +49,52 @@ def settle(plan: Plan, rundir, strategy, world, reservations: probe.Reservations
     return plan.with_ports(changes) if changes else plan
 
 
+def reclaim_leftovers(stack, rd, strategy, say) -> None:
+    """Processes a dead earlier `up` of this stack left behind: stopped, unless the strategy is
+    conservative (then they are left, and ports move around them)."""
+    from revostack.stackfile import Strategy
+
+    found, notes = probe.leftovers(rd.ownership(running=False))
+    for n in notes:
+        say(n)
+    if not found:
+        return
+    if strategy is Strategy.CONSERVATIVE:
+        for p in found:
+            say(f"pid {p.pid} ({p.name}) is left from an earlier run; conservative: not stopped")
+        return
+    # the declared ports each leftover holds: stopping it is then a port conflict of that service,
+    # recorded as one (service, port, holder, "reclaimed"), so `history` says which port came back
+    declared: dict[int, str] = {}
+    for svc in stack.services.values():
+        if svc.port:
+            for idx in range(1, svc.scale + 1):
+                declared.setdefault(svc.port + idx - 1, svc.name)
+            for p in svc.fallback:
+                declared.setdefault(p, svc.name)
+    held: dict[int, list[tuple[int, str]]] = {}
+    for port, entries in probe.listeners().items():
+        for ip, pid in entries:
+            if port in declared and pid is not None and probe.conflicts(ip, stack.host) \
+                    and (port, declared[port]) not in held.get(pid, []):
+                held.setdefault(pid, []).append((port, declared[port]))
+    ownership = rd.ownership(running=False)
+    holders = {p.pid: probe.describe(p.pid, ownership) for p in found}
+    results = probe.terminate([p.pid for p in found], 15, stack.stop_timeout)
+    names = {p.pid: p.name for p in found}
+    for pid, killed in results:
+        say(f"stopped pid {pid} ({names[pid]}) left from an earlier run" + (" (killed)" if killed else ""))
+        holder = holders[pid]
+        if holder.pid is None:  # it ended meanwhile: what is known of it
+            holder = planmod.Holder(pid, name=names[pid], cls="ours-stale")
+        for port, service in held.get(pid, []):
+            ok = _wait_free(probe.ProbeWorld(stack.host), port)  # the socket may close a moment later
+            record(rd, service, port, holder, strategy, "reclaimed",
+                   ("ok" if ok else "failed") + (" (killed)" if killed else ""))
+        if not held.get(pid):
+            record(rd, None, None, holder, strategy, "stopped", "killed" if killed else "stopped")
+
+
 def _wait_free(world, port: int, timeout: float = 5.0) -> bool:
     import time
 
@@ -94,4 +141,3 @@ def next_free(inst, world, used: set[int]) -> int | None:
     return None
 
 
-__all__ = ["settle", "record", "next_free", "planmod"]
