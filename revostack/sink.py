@@ -156,13 +156,16 @@ class Sink:
 
     def _emit(self, s: _Stream, data: bytes) -> None:
         """``data`` is one or more whole lines ending in b"\\n"."""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("utf-8", "replace")
-            data = text.encode("utf-8")
+        if data.isascii():  # the common case: valid as it is, checked without decoding
+            text = data.decode("ascii") if s.watchers else None
         else:
-            text = None if not s.watchers else text
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = data.decode("utf-8", "replace")
+                data = text.encode("utf-8")
+            else:
+                text = None if not s.watchers else text
         if len(data) > MAX_LINE and _may_hold_long_line(data):  # any line may be the long one
             data = _cut_long_lines(data)
         s.tail = data[-TAIL:] if len(data) >= TAIL else (s.tail + data)[-TAIL:]
