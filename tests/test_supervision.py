@@ -305,3 +305,41 @@ def test_top_interactive_quits_on_q(tmp_path, reaper):
     assert ps["instances"][0]["pid"] == pid  # untouched
     run.stop()
     assert_nothing_left(reaper.stacks[-1])
+
+
+def test_up_dashboard_shows_the_table_and_q_stops_the_stack(tmp_path, reaper):
+    """`up --dashboard` on a real pseudo-terminal: the live table replaces the scrolling log
+    (the log file still gets the lines), and q stops the whole stack."""
+    import os
+    import pty
+    import select
+
+    write(tmp_path / "Stackfile.toml", f"""
+        [services.chatty]
+        cmd = ["{PY}", "-c", "import time\\nwhile True:\\n    print('tick', flush=True); time.sleep(0.1)"]
+        """)
+    stack = stack_id(tmp_path / "Stackfile.toml")
+    reaper.stacks.append(stack)
+    master, slave = pty.openpty()
+    up = reaper.popen([PY, "-m", "revostack", "up", "--dashboard", "--no-watch"], stdin=slave, stdout=slave,
+                      stderr=slave, cwd=tmp_path, env=clean_env(TERM="xterm", COLUMNS="120", LINES="30"))
+    os.close(slave)
+    seen = b""
+
+    def read():
+        nonlocal seen
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:
+                break
+        return seen
+
+    wait_for(lambda: b"chatty.1" in read() and b"running" in seen, 30, what="the dashboard")
+    log = tmp_path / ".revostack" / "logs" / "chatty.1.log"
+    wait_for(lambda: log.exists() and log.read_text().count("tick") >= 3, 20, what="ticks in the log")
+    assert b"| tick" not in seen  # the lines go to the log, not over the table
+    os.write(master, b"q")
+    assert up.wait(30) == 0
+    os.close(master)
+    assert_nothing_left(stack)
