@@ -183,14 +183,6 @@ def may_signal(pid: int, create_time: float | None, ownership: Ownership | None)
         return False
 
 
-def create_time(pid: int) -> float | None:
-    import psutil
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
 def _proc_table(stack_id: str) -> tuple[dict[int, int], dict[int, str], set[int]]:
     """One pass over /proc: every live process's parent and name, and which of our user's
     processes carry ``REVOSTACK_STACK=stack_id``. A few ms, where psutil objects cost tens."""
