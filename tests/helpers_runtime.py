@@ -84,9 +84,22 @@ def alive(pid: int) -> bool:
         return False
 
 
-def free_base(offsets=(0, 1, 100, 101, 200), lo: int = 30000, hi: int = 59000) -> int:
-    """A base port in a high range where base+offset is free for every offset (checked by
-    binding, as revostack does); random, so parallel runs rarely meet."""
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out as a connection's source port."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_base(offsets=(0, 1, 100, 101, 200), lo: int = 20000, hi: int | None = None) -> int:
+    """A base port where base+offset is free for every offset (checked by binding, as
+    revostack does); random, so parallel runs rarely meet. Below the kernel's ephemeral range:
+    there, any passing connection (a health check, a test's client) may take a port as its
+    source for a moment, and a port the test expects free would then be busy."""
+    if hi is None:
+        hi = _ephemeral_low() - max(offsets) - 600  # the scan test also looks 500 ports around
     rnd = random.Random()
     for _ in range(200):
         base = rnd.randrange(lo, hi, 10)
