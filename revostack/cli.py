@@ -66,17 +66,16 @@ def parse_concurrency(text: str | None) -> dict[str, int]:
     return out
 
 
-def make_plan(stack, names: list[str] | None = None, strategy=None, color: bool | None = None, world=None):
-    """Plan ports and env for the selected services against the real machine."""
+def make_plan(stack, names: list[str] | None = None, strategy=None, color: bool | None = None, environ=None):
+    """Plan ports and env for the selected services against the real machine, on ``environ``
+    (default: this process's environment)."""
     from revostack import plan as planmod
+    from revostack import probe, rundir
 
     selected = stack.selection(names)
-    if world is None:
-        from revostack import probe, rundir
-
-        world = probe.ProbeWorld(stack.host, rundir.RunDir(stack).ownership(running=False))
+    world = probe.ProbeWorld(stack.host, rundir.RunDir(stack).ownership(running=False))
     ports = planmod.plan_ports(stack, selected, world, strategy)
-    return planmod.build(stack, selected, ports, os.environ, color)
+    return planmod.build(stack, selected, ports, os.environ if environ is None else environ, color)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -202,6 +201,8 @@ def cmd_ports(args) -> int:
         for i in instances:
             rows.append([i["instance"], i["preferred"], "-" if i["assigned"] is None else i["assigned"], i["env"], i["reason"] or ""])
         if rows:
+            from revostack.output import table
+
             print(table(["instance", "preferred", "assigned", "env", "why"], rows))
         else:
             print("no service declares a port")
@@ -211,10 +212,8 @@ def cmd_ports(args) -> int:
 
 def _live_ports(stack):
     """The running stack's assignments, or None when it is not running."""
-    try:
-        from revostack import control
-    except ImportError:
-        return None
+    from revostack import control
+
     reply = control.request_if_running(stack, {"cmd": "ports"})
     return None if reply is None else reply.get("instances")
 
@@ -271,7 +270,7 @@ def cmd_export(args) -> int:
                     fixed[inst] = planmod.PortChoice(p, p)
         plan = planmod.build(stack, set(stack.services), fixed, {})
     else:
-        plan = _export_plan(stack)
+        plan = make_plan(stack, list(stack.services), environ={})  # the stack's variables only
     files = export.render(plan, args.format, app=args.app or stack.name, user=args.user, log_dir=args.log_dir)
     outdir = Path(args.outdir)
     clash = [outdir / name for name in files if (outdir / name).exists()]
@@ -282,17 +281,6 @@ def cmd_export(args) -> int:
         (outdir / name).write_text(text)
         print(f"wrote {outdir / name}")
     return EXIT_OK
-
-
-def _export_plan(stack):
-    """The plan against this machine's ports, with only the stack's own variables (not this
-    shell's whole environment) in each service's environment."""
-    from revostack import plan as planmod
-    from revostack import probe, rundir
-
-    selected = set(stack.services)
-    world = probe.ProbeWorld(stack.host, rundir.RunDir(stack).ownership(running=False))
-    return planmod.build(stack, selected, planmod.plan_ports(stack, selected, world), {})
 
 
 # -- running the stack ---------------------------------------------------------------------------
@@ -435,7 +423,8 @@ def cmd_run(args) -> int:
                 env[f"{env_prefix(row['service'])}_PORT"] = str(row["assigned"])
             if args.service and row["service"] == args.service and row["instance"].endswith(".1"):
                 env[stack.services[args.service].port_env] = str(row["assigned"])
-    env.pop("REVOSTACK_SERVICE", None) if not args.service else None
+    if not args.service:
+        env.pop("REVOSTACK_SERVICE", None)
     try:
         os.chdir(cwd)
         os.execvpe(command[0], command, env)
@@ -526,12 +515,12 @@ def cmd_ps(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    from revostack import logs
+    from revostack import logs, output
     from revostack.rundir import RunDir
 
     stack = load_stack(args)
     return logs.show(RunDir(stack), stack, list(args.services), args.lines, args.follow,
-                     color=__import__("revostack.output", fromlist=["x"]).color_enabled(sys.stdout, False))
+                     color=output.color_enabled(sys.stdout, False))
 
 
 def cmd_restart(args) -> int:
@@ -640,12 +629,6 @@ def cmd_top(args) -> int:
     return dashboard.top(load_stack(args), once=args.once)
 
 
-def table(headers, rows) -> str:
-    from revostack.output import table as t
-
-    return t(headers, rows)
-
-
 # -- argument parsing -------------------------------------------------------------------------
 
 Command = Callable[[argparse.Namespace], int]
@@ -731,12 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port-base", type=int, help="fix ports by formula: base + 100 per service")
     sp.add_argument("--log-dir", help="supervisord: write each program's output here (default: next to APP.conf)")
     sp.add_argument("--force", action="store_true", help="overwrite existing files")
-    for extra in EXTRA_COMMANDS:
-        extra(add)
     return p
-
-
-EXTRA_COMMANDS: list[Callable] = []
 
 
 def entry() -> None:

@@ -54,7 +54,8 @@ def reclaim_leftovers(stack, rd, strategy, say) -> None:
     conservative (then they are left, and ports move around them)."""
     from revostack.stackfile import Strategy
 
-    found, notes = probe.leftovers(rd.ownership(running=False))
+    ownership = rd.ownership(running=False)
+    found, notes = probe.leftovers(ownership)
     for n in notes:
         say(n)
     if not found:
@@ -78,7 +79,6 @@ def reclaim_leftovers(stack, rd, strategy, say) -> None:
             if port in declared and pid is not None and probe.conflicts(ip, stack.host) \
                     and (port, declared[port]) not in held.get(pid, []):
                 held.setdefault(pid, []).append((port, declared[port]))
-    ownership = rd.ownership(running=False)
     holders = {p.pid: probe.describe(p.pid, ownership) for p in found}
     results = probe.terminate([p.pid for p in found], 15, stack.stop_timeout)
     names = {p.pid: p.name for p in found}
@@ -107,15 +107,12 @@ def _wait_free(world, port: int, timeout: float = 5.0) -> bool:
 
 
 def _replan(inst, world, used: set[int], why: str) -> PortChoice:
-    svc = inst.service
     pref = inst.port.preferred
-    for port in [p for p in (svc.port, *svc.fallback) if p]:
-        if port in used or port == inst.port.port:
-            continue
-        if world.is_free(port):
-            used.add(port)
-            return PortChoice(pref, port, f"{why} -> moved to {port}", inst.port.holder, Action.MOVED)
-    return PortChoice(pref, None, f"{why}; no free fallback", inst.port.holder, Action.NONE)
+    port = next_free(inst, world, used | {inst.port.port})
+    if port is None:
+        return PortChoice(pref, None, f"{why}; no free fallback", inst.port.holder, Action.NONE)
+    used.add(port)
+    return PortChoice(pref, port, f"{why} -> moved to {port}", inst.port.holder, Action.MOVED)
 
 
 def record(rundir, service, port, holder, strategy, action, result) -> None:

@@ -54,27 +54,24 @@ def os_port(host: str = "127.0.0.1") -> int:
 
 
 def listeners() -> dict[int, list[tuple[str, int | None]]]:
-    """Every listening TCP socket, by port: [(address, pid or None)]. One pass over the system."""
+    """Every listening TCP socket, by port: [(address, pid or None)]. One pass over the system
+    (without the right to see every process, one pass over the processes we may see)."""
     import psutil
-    out: dict[int, list[tuple[str, int | None]]] = {}
+
     try:
-        conns = psutil.net_connections(kind="tcp")
+        found = [(c.laddr, c.status, c.pid) for c in psutil.net_connections(kind="tcp")]
     except (psutil.AccessDenied, PermissionError):
-        conns = []
+        found = []
         for p in psutil.process_iter():
             try:
-                conns.extend(_with_pid(p.net_connections(kind="tcp"), p.pid))
+                found.extend((c.laddr, c.status, p.pid) for c in p.net_connections(kind="tcp"))
             except (psutil.Error, OSError):
                 pass
-    for c in conns:
-        if c.status != psutil.CONN_LISTEN or not c.laddr:
-            continue
-        out.setdefault(c.laddr.port, []).append((c.laddr.ip, c.pid))
+    out: dict[int, list[tuple[str, int | None]]] = {}
+    for laddr, status, pid in found:
+        if status == psutil.CONN_LISTEN and laddr:
+            out.setdefault(laddr.port, []).append((laddr.ip, pid))
     return out
-
-
-def _with_pid(conns, pid):
-    return [c._replace(pid=pid) if hasattr(c, "_replace") and getattr(c, "pid", None) is None else c for c in conns]
 
 
 def conflicts(listen_ip: str, host: str) -> bool:

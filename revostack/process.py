@@ -34,9 +34,7 @@ class _Protocol(asyncio.SubprocessProtocol):
         self.open_pipes = 0 if pty else 1
 
     def connection_made(self, transport):
-        self.transport = transport
-        if self.open_pipes == 0 and not self.output_done.done():
-            pass  # the pty reader signals output_done itself
+        self.transport = transport  # with a pty, the pty reader signals output_done itself
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.on_data(data)
