@@ -181,6 +181,10 @@ def cmd_ports(args) -> int:
             instances.append({"instance": inst.name, "service": inst.service.name, "env": inst.service.port_env,
                               "preferred": inst.port.preferred, "assigned": inst.port.port,
                               "reason": inst.port.reason, "holder": inst.port.holder.to_json() if inst.port.holder else None})
+            if inst.service.handoff.value != "none":
+                instances[-1]["handoff"] = inst.service.handoff.value
+                if inst.service.handoff.value == "proxy":
+                    instances[-1]["private"] = None
     failed = [i for i in instances if i["assigned"] is None]
     if args.json:
         print(json.dumps({"stack": stack.name, "live": is_live, "instances": instances}, indent=2))
@@ -199,7 +203,11 @@ def cmd_ports(args) -> int:
                     print(f"export {n}_PORT={i['assigned']}")
     else:
         for i in instances:
-            rows.append([i["instance"], i["preferred"], "-" if i["assigned"] is None else i["assigned"], i["env"], i["reason"] or ""])
+            why = i["reason"] or ""
+            if i.get("handoff"):
+                behind = f", private {i['private']}" if i.get("private") else ""
+                why = "; ".join(w for w in (why, f"public port ({i['handoff']}{behind})") if w)
+            rows.append([i["instance"], i["preferred"], "-" if i["assigned"] is None else i["assigned"], i["env"], why])
         if rows:
             from revostack.output import table
 
@@ -508,7 +516,7 @@ def cmd_ps(args) -> int:
         print(json.dumps({"stack": stack.name, "running": True, "instances": rows}, indent=2))
         return EXIT_OK
     print(output.table(["instance", "state", "pid", "port", "health", "restarts", "uptime", "cpu", "memory"], [
-        [r["instance"], r["state"], r["pid"] or "-", r["port"] or "-", r["health"] or "-", r["restarts"],
+        [r["instance"], r["state"], r["pid"] or "-", output.port_cell(r), r["health"] or "-", r["restarts"],
          output.human_duration(r["uptime_s"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
          output.human_bytes(r["memory_bytes"])] for r in rows]))
     return EXIT_OK

@@ -12,6 +12,7 @@ from __future__ import annotations
 from revostack import plan as planmod
 from revostack import probe
 from revostack.plan import Action, Plan, PortChoice
+from revostack.stackfile import Handoff
 
 
 def settle(plan: Plan, rundir, strategy, world, reservations: probe.Reservations, say) -> Plan:
@@ -21,6 +22,11 @@ def settle(plan: Plan, rundir, strategy, world, reservations: probe.Reservations
     for inst in plan.instances:
         c = inst.port
         if inst.service.port is None:
+            continue
+        if inst.index > 1 and inst.service.handoff is not Handoff.NONE:  # shares instance 1's public port
+            first = f"{inst.service.name}.1"
+            if first in changes:
+                changes[inst.name] = changes[first]
             continue
         if c.action in (Action.RECLAIM, Action.STOP) and c.holder is not None:
             ok = probe.stop_holder(c.holder, ownership, external=c.action == Action.STOP,

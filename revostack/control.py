@@ -91,8 +91,13 @@ def ports_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
         if i.get("port") is None:
             continue
         reason = i.get("reason")
-        rows.append({"instance": name, "service": i["service"], "env": i.get("env", "PORT"), "preferred": i.get("preferred"),
-                     "assigned": i["port"], "reason": reason, "holder": i.get("holder")})
+        row = {"instance": name, "service": i["service"], "env": i.get("env", "PORT"), "preferred": i.get("preferred"),
+               "assigned": i["port"], "reason": reason, "holder": i.get("holder")}
+        if i.get("handoff"):
+            row["handoff"] = i["handoff"]
+            if i["handoff"] == "proxy":
+                row["private"] = i.get("private_port")
+        rows.append(row)
     return rows
 
 

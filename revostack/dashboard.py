@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from revostack.output import human_bytes, human_duration
+from revostack.output import human_bytes, human_duration, port_cell
 from revostack.stats import Sampler
 
 STATE_STYLE = {"healthy": "green", "running": "green", "completed": "blue", "starting": "yellow",
@@ -29,7 +29,7 @@ def render(stack_name: str, rows: list[dict[str, Any]], footer: str = ""):
     for r in rows:
         state = r["state"] or "-"
         t.add_row(r["instance"], f"[{STATE_STYLE.get(state, '')}]{state}[/]" if STATE_STYLE.get(state) else state,
-                  r["health"] or "-", str(r["port"] or "-"), str(r["pid"] or "-"), str(r["restarts"]),
+                  r["health"] or "-", port_cell(r), str(r["pid"] or "-"), str(r["restarts"]),
                   human_duration(r["uptime_s"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
                   human_bytes(r["memory_bytes"]))
     return t

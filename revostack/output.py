@@ -35,6 +35,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def port_cell(row) -> str:
+    """A row's port for tables: the public port, and behind a proxy the private one and the
+    open connections (``8000 -> 41234, 3 conn``)."""
+    port = row.get("port")
+    if port is None:
+        return "-"
+    if row.get("handoff") == "proxy":
+        private = row.get("private_port") or "-"
+        return f"{port} -> {private}, {row.get('connections') or 0} conn"
+    if row.get("handoff") == "socket":
+        return f"{port} (fd 3)"
+    return str(port)
+
+
 def human_bytes(n: float | None) -> str:
     if n is None:
         return "-"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
 from revostack import interp
-from revostack.stackfile import Health, HealthKind, Service, Stack, Strategy, env_prefix
+from revostack.stackfile import Handoff, Health, HealthKind, Service, Stack, Strategy, env_prefix
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,13 @@ class Plan:
         merged = {**self.ports, **ports}
         return build(self.stack, {n for level in self.levels for n in level}, merged, self.environ, self.color)
 
+    def behind_proxy(self, inst: Instance, private_port: int) -> Instance:
+        """The instance as one generation behind its proxy runs it: ``PORT``, ``${port}`` and its
+        health check on ``private_port``; every other service still sees the public port."""
+        ports = self.ports
+        return _instance(self.stack, inst.service, inst.name, inst.index, inst.port, private_port, ports,
+                         _service_ports(self.stack, ports), self.environ, self.color)
+
     def by_name(self) -> dict[str, Instance]:
         return {i.name: i for i in self.instances}
 
@@ -145,6 +152,9 @@ def plan_ports(
         for idx, inst in enumerate(svc.instances, 1):
             if svc.port is None:
                 chosen[inst] = PortChoice(None, None)
+                continue
+            if idx > 1 and svc.handoff is not Handoff.NONE:  # every instance behind the one public port
+                chosen[inst] = chosen[f"{svc.name}.1"]
                 continue
             if inst in keep:
                 chosen[inst] = PortChoice(svc.port + idx - 1 if svc.port else 0, keep[inst])
@@ -214,10 +224,7 @@ def build(
 ) -> Plan:
     """The full plan for the selected services (see ``Stack.selection``)."""
     levels = tuple(tuple(level) for level in stack.levels(selected))
-    service_ports = {}
-    for svc in stack.services.values():
-        first = ports.get(f"{svc.name}.1")
-        service_ports[svc.name] = first.port if first else None
+    service_ports = _service_ports(stack, ports)
     instances = []
     failures = []
     for level in levels:
@@ -227,12 +234,28 @@ def build(
                 choice = ports.get(inst, PortChoice(None, None))
                 if svc.port is not None and choice.port is None:
                     failures.append(f"{inst}: {choice.reason or 'no port'}")
-                env = instance_env(stack, svc, inst, choice.port, ports, service_ports, environ, color)
-                instances.append(
-                    Instance(inst, svc, idx, choice, env, resolve_cmd(stack, svc, choice.port, service_ports, env),
-                             resolve_health(stack, svc, choice.port, service_ports, env))
-                )
+                instances.append(_instance(stack, svc, inst, idx, choice, choice.port, ports, service_ports,
+                                           environ, color))
     return Plan(stack, tuple(instances), levels, tuple(failures), environ, color)
+
+
+def _service_ports(stack: Stack, ports: Mapping[str, PortChoice]) -> dict[str, int | None]:
+    """Each service's port as others see it (its first instance's; the public one with a handoff)."""
+    out = {}
+    for svc in stack.services.values():
+        first = ports.get(f"{svc.name}.1")
+        out[svc.name] = first.port if first else None
+    return out
+
+
+def _instance(stack: Stack, svc: Service, name: str, idx: int, choice: PortChoice, own_port: int | None,
+              ports: Mapping[str, PortChoice], service_ports: Mapping[str, int | None],
+              environ: Mapping[str, str], color: bool | None) -> Instance:
+    """One instance resolved with ``own_port`` as its ``PORT`` and ``${port}`` (its private port
+    behind a proxy; otherwise the planned one)."""
+    env = instance_env(stack, svc, name, own_port, ports, service_ports, environ, color)
+    return Instance(name, svc, idx, choice, env, resolve_cmd(stack, svc, own_port, service_ports, env),
+                    resolve_health(stack, svc, own_port, service_ports, env))
 
 
 def _resolver(stack: Stack, svc: Service | None, port: int | None, service_ports: Mapping[str, int | None],

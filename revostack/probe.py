@@ -390,6 +390,28 @@ def stop_holder(holder: Holder, ownership: Ownership | None, external: bool, tim
     return not alive(pid)
 
 
+def established(pid: int, port: int) -> int:
+    """How many connections to local ``port`` the process and its descendants have open (a
+    socket-activated generation's own connections, for draining it)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0
+    seen = set()
+    for p in procs:
+        try:
+            conns = p.net_connections("tcp") if hasattr(p, "net_connections") else p.connections("tcp")
+        except psutil.Error:
+            continue
+        for c in conns:
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED:
+                seen.add((c.laddr, c.raddr))
+    return len(seen)
+
+
 class Reservations:
     """Ports held by listening sockets from planning until each instance is spawned, so nothing
     else can take them in between. A listening socket blocks every other bind of the port."""
@@ -412,6 +434,10 @@ class Reservations:
         s.set_inheritable(False)
         self.sockets[port] = s
         return True
+
+    def take(self, port: int) -> socket.socket | None:
+        """The reserved listening socket itself, handed over (a handoff's public port)."""
+        return self.sockets.pop(port, None)
 
     def release(self, port: int | None) -> None:
         s = self.sockets.pop(port, None) if port is not None else None

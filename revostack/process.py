@@ -90,15 +90,33 @@ class Child:
             self.pty_transport.close()
 
 
+def socket_activated(argv: list[str]) -> list[str]:
+    """The command run so that ``LISTEN_PID`` is the pid of the process that receives fd 3: the
+    shell exports its own pid, then execs the program (a string cmd ends in ``exec`` already
+    when it is a single command; a compound one must exec its server itself)."""
+    if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3:
+        return ["/bin/sh", "-c", "LISTEN_PID=$$; export LISTEN_PID; " + argv[2]]
+    return ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', *argv]
+
+
 async def spawn(argv: list[str], cwd: str, env: Mapping[str, str], on_data: Callable[[bytes], None],
-                pty: bool = False) -> Child:
+                pty: bool = False, listen_fd: int | None = None) -> Child:
+    """Start a child in its own session. With ``listen_fd``, that socket becomes the child's fd 3
+    (socket activation: every other descriptor of ours is closed on exec, as always)."""
     loop = asyncio.get_running_loop()
+    extra: dict = {}
+    if listen_fd is not None:
+        argv = socket_activated(argv)
+        env = {**env, "LISTEN_FDS": "1"}
+        # fd 3 is made in the child between fork and exec; our own descriptors are all
+        # close-on-exec (PEP 446), so nothing else is inherited without close_fds
+        extra = {"preexec_fn": lambda: os.dup2(listen_fd, 3), "close_fds": False}
     if pty:
         master, slave = os.openpty()
         try:
             transport, proto = await loop.subprocess_exec(
                 lambda: _Protocol(on_data, True), *argv, cwd=cwd, env=dict(env), stdin=slave, stdout=slave,
-                stderr=slave, start_new_session=True)
+                stderr=slave, start_new_session=True, **extra)
         finally:
             os.close(slave)
         reader, _ = await loop.connect_read_pipe(lambda: _PtyReader(on_data, proto.output_done),
@@ -107,7 +125,7 @@ async def spawn(argv: list[str], cwd: str, env: Mapping[str, str], on_data: Call
     else:
         transport, proto = await loop.subprocess_exec(
             lambda: _Protocol(on_data, False), *argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **extra)
         child = Child(transport.get_pid(), None, proto, transport)
     child.create_time = create_time(child.pid)
     asyncio_children.add(child.pid)

@@ -42,6 +42,12 @@ class Condition(str, Enum):
     COMPLETED = "completed"
 
 
+class Handoff(str, Enum):
+    NONE = "none"
+    PROXY = "proxy"  # revostack listens on the public port and forwards to a private one
+    SOCKET = "socket"  # revostack binds the public port and passes it as fd 3 (socket activation)
+
+
 class HealthKind(str, Enum):
     HTTP = "http"
     TCP = "tcp"
@@ -88,6 +94,8 @@ class Service:
     scale: int = 1
     autostart: bool = True
     pty: bool = False
+    handoff: Handoff = Handoff.NONE
+    drain_timeout: float = 10.0
 
     @property
     def instances(self) -> list[str]:
@@ -145,11 +153,11 @@ class Stack:
 
 # ---------------------------------------------------------------------------------------------
 
-STACK_KEYS = {"name", "env_file", "host", "strategy", "stop_timeout", "restart", "max_restarts", "backoff"}
+STACK_KEYS = {"name", "env_file", "host", "strategy", "stop_timeout", "restart", "max_restarts", "backoff", "handoff"}
 SERVICE_KEYS = {
     "cmd", "cwd", "env", "env_file", "port", "fallback", "port_env", "depends_on", "health",
     "restart", "max_restarts", "backoff", "watch", "watch_ignore", "stop_signal", "stop_timeout",
-    "scale", "autostart", "pty",
+    "scale", "autostart", "pty", "handoff", "drain_timeout",
 }
 HEALTH_KEYS = {"http", "tcp", "cmd", "log", "interval", "timeout", "retries", "start_period"}
 TOP_KEYS = {"stack", "env", "services"}
@@ -410,6 +418,9 @@ class _Loader:
         v = self.number(st, "backoff", p)
         if v is not None:
             defaults["backoff"] = float(v)
+        handoff = self.enum(st, "handoff", p, Handoff)
+        if handoff:
+            defaults["handoff"] = handoff
         stack_dotenv = self.env_files(st, p, root)
         stack_env = self.env_table(doc, "env", ())
 
@@ -513,6 +524,12 @@ class _Loader:
         watch_ignore = self.string_list(t, "watch_ignore", sp) or ()
         env = self.env_table(t, "env", sp)
         svc_dotenv = self.env_files(t, sp, root)
+        handoff = self.enum(t, "handoff", sp, Handoff)
+        drain_timeout = self.number(t, "drain_timeout", sp)
+        if handoff is None:  # the stack's default applies to the services that can have one
+            handoff = defaults.get("handoff", Handoff.NONE) if port else Handoff.NONE
+        if handoff is not Handoff.NONE:
+            self.check_handoff(handoff, port, health, sp, t)
         if not ok or cmd is None:
             return None
         return Service(
@@ -523,7 +540,23 @@ class _Loader:
             watch=watch, watch_ignore=watch_ignore, stop_signal=sig,
             stop_timeout=stack_stop_timeout if stop_timeout is None else float(stop_timeout),
             scale=scale or 1, autostart=True if autostart is None else autostart, pty=bool(pty),
+            handoff=handoff, drain_timeout=10.0 if drain_timeout is None else float(drain_timeout),
         )
+
+    def check_handoff(self, handoff: Handoff, port: int | None, health: Health | None, sp, t) -> None:
+        """A handoff needs a port; a socket service needs a check its new generation passes by itself."""
+        if not port:
+            self.err(sp + ("handoff",), f'"{handoff.value}" needs a port: add port = N (a fixed one: the public port '
+                     "must not change)" if port is None else f'"{handoff.value}" needs a fixed port, not 0')
+            return
+        if handoff is not Handoff.SOCKET or health is None or health.kind not in (HealthKind.TCP, HealthKind.HTTP):
+            return
+        own = ("${port}", "$port", f"${{{t.get('port_env') or 'PORT'}}}", f"${t.get('port_env') or 'PORT'}", str(port))
+        if health.implicit or any(o in health.target for o in own):
+            where = sp + ("health",) if not health.implicit else sp + ("handoff",)
+            self.err(where, 'handoff = "socket": revostack holds the listening socket, so a '
+                     f"{health.kind.value} check on the shared port passes whatever generation answers; "
+                     'give a check the new process passes by itself: health = { log = "..." } or { cmd = "..." }')
 
     def check_graph(self, services: dict[str, Service]) -> dict[str, Service]:
         """Report a cycle; resolve list-form conditions; check that "healthy" can happen."""

@@ -78,6 +78,7 @@ class Sampler:
                 "uptime_s": round(now_wall - i["started_at"], 1) if i.get("started_at") and i.get("pid") else None,
                 "cpu_percent": cpu_pct,
                 "memory_bytes": mem,
+                **{k: i.get(k) for k in ("handoff", "private_port", "connections") if "handoff" in i},
             })
         return out
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable
 
-from revostack import graph, policy, probe, process
-from revostack.health import Checker
+from revostack import generations, graph, policy, probe, process
+from revostack.generations import Generation
+from revostack.handoff import PublicPort
 from revostack.plan import Instance, Plan
 from revostack.sink import Sink
-from revostack.stackfile import Condition, Restart
+from revostack.stackfile import Condition, Handoff, Restart
 
 
 class State(str, Enum):
@@ -35,9 +36,6 @@ class State(str, Enum):
 
 
 ENDED = {State.COMPLETED, State.FAILED, State.STOPPED}
-FAST_POLL = 0.01  # readiness is polled this fast for the first FAST_WINDOW seconds, then a
-FAST_WINDOW = 0.2  # quarter slower each time up to the check's interval: a fast service is seen
-POLL_GROWTH = 1.25  # within ~10 ms, a slow one ready at t by about 1.25 t
 
 
 @dataclass
@@ -45,8 +43,9 @@ class InstanceState:
     inst: Instance
     tracker: policy.RestartTracker
     state: State = State.WAITING
-    child: process.Child | None = None
-    port: int | None = None
+    gen: Generation | None = None  # the serving generation
+    draining: list[Generation] = field(default_factory=list)  # replaced ones, finishing their connections
+    port: int | None = None  # the assigned port (the public one with a handoff)
     restarts: int = 0
     started_wall: float | None = None
     stable_since: float | None = None
@@ -61,7 +60,10 @@ class InstanceState:
     restart_request: asyncio.Event = field(default_factory=asyncio.Event)
     restart_reason: str = ""
     stopped_by_us: bool = False  # the current exit was asked for (stop, restart, unhealthy)
-    log_checker: Checker | None = None  # a `log` check watches the output from before the spawn
+
+    @property
+    def child(self) -> process.Child | None:
+        return self.gen.child if self.gen is not None else None
 
     @property
     def name(self) -> str:
@@ -105,6 +107,7 @@ class Supervisor:
         self.started_at = time.time()
         self._state_dirty = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.public: dict[str, PublicPort] = {}  # service -> its public port, with a handoff
 
     # -- the whole run ----------------------------------------------------------------------
     async def run(self) -> int:
@@ -118,6 +121,7 @@ class Supervisor:
             from revostack import control
 
             server = await control.serve(self, self.rundir.socket_path)
+        await self.open_public_ports()
         watcher = None
         if self.options.watch and any(st.inst.service.watch for st in self.instances.values()):
             from revostack import watch
@@ -142,6 +146,23 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.loop.remove_signal_handler(sig)
         return self.exit_code()
+
+    async def open_public_ports(self) -> None:
+        """A handoff's public port listens from now until the stack stops (the socket reserved
+        since planning, handed over)."""
+        for st in self.instances.values():
+            svc = st.inst.service
+            if svc.handoff is Handoff.NONE or svc.name in self.public or st.port is None:
+                continue
+            sock = self.reservations.take(st.port) if self.reservations is not None else None
+            if sock is None:
+                sock = probe.Reservations(self.stack.host)
+                if not sock.reserve(st.port):
+                    raise OSError(f"{svc.name}: public port {st.port} could not be bound")
+                sock = sock.take(st.port)
+            hold = svc.health.start_period if svc.health is not None else 60.0
+            self.public[svc.name] = pp = PublicPort(svc, sock, self.stack.host, hold)
+            await pp.open()
 
     def exit_code(self) -> int:
         if self.options.honcho:
@@ -183,6 +204,8 @@ class Supervisor:
             if not await self.start(st):
                 return
             outcome, code = await self.supervise(st)
+            while outcome == "replaced":  # blue/green: the new generation is supervised from here
+                outcome, code = await self.supervise(st)
             if self.stopping:
                 return
             if outcome == "restart":
@@ -191,7 +214,8 @@ class Supervisor:
                 st.state = State.RESTARTING
                 self.save_state()
                 continue
-            if outcome == "exit" and code != 0 and st.port is not None and await self.migrate(st):
+            if outcome == "exit" and code != 0 and st.port is not None and st.inst.service.handoff is Handoff.NONE \
+                    and await self.migrate(st):
                 continue
             decision = st.tracker.on_exit(code, st.stable_since, time.monotonic(), unhealthy=outcome != "exit")
             if decision.completed:
@@ -225,7 +249,7 @@ class Supervisor:
 
     def _ended(self, st: InstanceState, state: State) -> None:
         st.state = state
-        st.child = None
+        st.gen = None
         st.ended.set()
         self.save_state()
         if self.options.abort_on_exit and not self.stopping:
@@ -266,18 +290,10 @@ class Supervisor:
 
     async def start(self, st: InstanceState) -> bool:
         inst = st.inst
-        env = inst.env
-        if self.reservations is not None:
+        if self.reservations is not None and inst.service.handoff is Handoff.NONE:
             self.reservations.release(st.port)
-        if inst.health is not None and inst.health.kind.value == "log":
-            # watch before spawning: a fast child may print its ready line before spawn() returns
-            if st.log_checker is not None:
-                self.sink.unwatch(st.name, st.log_checker.feed)
-            st.log_checker = Checker(inst.health, str(inst.cwd), inst.env)
-            self.sink.watch(st.name, st.log_checker.feed)
         try:
-            st.child = await process.spawn(process.argv_for(inst.cmd), str(inst.cwd), env,
-                                           lambda data, n=st.name: self.sink.feed(n, data), pty=inst.service.pty)
+            st.gen = await generations.spawn(self, st)
         except OSError as e:
             self.sink.system(f"{st.name} could not start: {e.strerror or e}")
             self._ended(st, State.FAILED)
@@ -293,6 +309,8 @@ class Supervisor:
         st.stable_since = None if inst.health else time.monotonic()
         st.health = "starting" if inst.health else None
         port = f", port {st.port}" if st.port is not None and not self.options.honcho else ""
+        if st.gen.backend is not None and st.gen.backend.port is not None:
+            port += f" via private port {st.gen.backend.port}"
         self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
         st.started.set()
         self.save_state()
@@ -323,6 +341,14 @@ class Supervisor:
             return "exit", code
         if self.stopping:
             return "exit", None
+        if st.inst.service.handoff is not Handoff.NONE and st.child is not None:
+            why = st.restart_reason if request in done else "unhealthy"
+            st.restart_request.clear()
+            if await generations.takeover(self, st, why):
+                st.restarts += 1
+                st.state, st.health, st.stable_since = State.HEALTHY, "healthy", time.monotonic()
+                return "replaced", None
+            return "replaced", None  # not taken over: the serving generation goes on
         if request in done:
             await self.stop_instance(st, quiet=True)
             return "restart", None
@@ -331,10 +357,13 @@ class Supervisor:
 
     def _exited(self, st: InstanceState, code: int) -> None:
         st.returncode = code
-        self.sink.end(st.name)
-        if st.child is not None:
-            st.child.close()
-        st.child = None
+        if not st.draining:
+            self.sink.end(st.name)
+        if st.gen is not None:
+            st.gen.child.close()
+            if st.service in self.public:
+                self.public[st.service].remove(st.gen.backend)
+        st.gen = None
         if self.options.honcho:
             self.sink.system(f"{st.name} stopped (rc={code})")
         elif self.stopping or st.restart_request.is_set() or st.stopped_by_us:
@@ -352,60 +381,49 @@ class Supervisor:
     async def health_loop(self, st: InstanceState) -> str:
         """Readiness (fast polling, within start_period), then liveness every interval.
         Returns when the instance must be restarted: "unhealthy" or "not-ready"."""
-        h = st.inst.health
-        if h.kind.value == "log" and st.log_checker is not None:
-            checker, st.log_checker = st.log_checker, None  # watching since before the spawn
-        else:
-            checker = Checker(h, str(st.inst.cwd), st.inst.env)
-            if h.kind.value == "log":
-                self.sink.watch(st.name, checker.feed)
-        try:
-            t0 = time.monotonic()
-            delay = FAST_POLL
-            detail = ""
-            while True:
-                ok, detail = await checker.check()
-                if ok:
-                    break
-                if time.monotonic() - t0 > h.start_period:
-                    self.sink.system(f"{st.name} not healthy within {h.start_period:g}s ({detail})")
-                    st.health = "unhealthy"
-                    return "not-ready"
-                await asyncio.sleep(delay)
-                if time.monotonic() - t0 > FAST_WINDOW:
-                    delay = min(delay * POLL_GROWTH, h.interval)
+        gen = st.gen
+        h = gen.inst.health
+        checker = generations.checker_of(gen)
+        public = self.public.get(st.service)
+        if not st.healthy.is_set():  # a generation that took over is ready already
+            ok, detail = await generations.readiness(checker, h.start_period, h.interval)
+            if not ok:
+                self.sink.system(f"{st.name} not healthy within {h.start_period:g}s ({detail})")
+                st.health = "unhealthy"
+                return "not-ready"
             st.state = State.HEALTHY
             st.health = "healthy"
             st.stable_since = time.monotonic()
             self.sink.system(f"{st.name} healthy ({detail})")
             st.healthy.set()
+            if public is not None:
+                public.set_ready(gen.backend, True)
             self.save_state()
-            if h.kind.value == "log":
-                return await _forever()
-            failures = 0
-            while True:
-                # in phase with every other service's checks: one wake-up per interval for all of
-                # them, not one each (10 services idle: 63 -> 45 ms of CPU per 10 s)
-                await asyncio.sleep(h.interval - time.monotonic() % h.interval)
-                ok, detail = await checker.check()
-                if ok:
-                    if failures:
-                        self.sink.system(f"{st.name} healthy again ({detail})")
-                    failures = 0
-                    continue
-                failures += 1
-                if failures >= h.retries:
-                    st.state = State.UNHEALTHY
-                    st.health = "unhealthy"
-                    st.healthy.clear()
-                    self.save_state()
-                    self.sink.system(f"{st.name} unhealthy: {failures} failed checks in a row ({detail})")
-                    if st.inst.service.restart is Restart.NO:
-                        return await _forever()
-                    return "unhealthy"
-        finally:
-            if h.kind.value == "log":
-                self.sink.unwatch(st.name, checker.feed)
+        if h.kind.value == "log":
+            return await _forever()
+        failures = 0
+        while True:
+            # in phase with every other service's checks: one wake-up per interval for all of
+            # them, not one each (10 services idle: 63 -> 45 ms of CPU per 10 s)
+            await asyncio.sleep(h.interval - time.monotonic() % h.interval)
+            ok, detail = await checker.check()
+            if ok:
+                if failures:
+                    self.sink.system(f"{st.name} healthy again ({detail})")
+                failures = 0
+                continue
+            failures += 1
+            if failures >= h.retries:
+                st.state = State.UNHEALTHY
+                st.health = "unhealthy"
+                st.healthy.clear()
+                if public is not None:
+                    public.set_ready(gen.backend, False)
+                self.save_state()
+                self.sink.system(f"{st.name} unhealthy: {failures} failed checks in a row ({detail})")
+                if st.inst.service.restart is Restart.NO:
+                    return await _forever()
+                return "unhealthy"
 
     # -- migration while running ----------------------------------------------------------------
     async def migrate(self, st: InstanceState) -> bool:
@@ -452,35 +470,17 @@ class Supervisor:
         return True
 
     # -- stopping ----------------------------------------------------------------------------
-    async def stop_instance(self, st: InstanceState, quiet: bool = False) -> bool:
-        """Stop signal to the group, SIGKILL after stop_timeout. True when it had to be killed."""
-        child = st.child
-        if child is None:
-            return False
-        svc = st.inst.service
-        pgid = child.pgid
-        killed = False
+    async def stop_instance(self, st: InstanceState, quiet: bool = False) -> None:
+        """Stop the serving generation: stop signal to the group, SIGKILL after stop_timeout."""
+        gen = st.gen
+        if gen is None:
+            return
         st.stopped_by_us = True
-        if process.group_alive(pgid):
-            if not quiet:
-                self.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {child.pid})")
-            process.signal_group(pgid, svc.signal_number)
-            if not await self._wait_group(pgid, svc.stop_timeout):
-                process.signal_group(pgid, signal.SIGKILL)
-                killed = True
-                self.sink.system(f"{st.name} killed at once (second Ctrl-C)" if self.kill_now.is_set()
-                                 else f"{st.name} did not stop within {svc.stop_timeout:g}s: killed")
-                await self._wait_group(pgid, 5.0, allow_kill_now=False)
-        if st.child is child:
-            try:
-                async with asyncio.timeout(2.0):
-                    code = await child.wait()
-                self._exited(st, code)
-            except asyncio.TimeoutError:
-                pass
-        return killed
+        code = await generations.stop(self, st, gen, quiet)
+        if st.gen is gen and code is not None:
+            self._exited(st, code)
 
-    async def _wait_group(self, pgid: int, timeout: float, allow_kill_now: bool = True) -> bool:
+    async def wait_group(self, pgid: int, timeout: float, allow_kill_now: bool = True) -> bool:
         """Wait until no process of the group is left. False on timeout (or a second Ctrl-C)."""
         deadline = time.monotonic() + timeout
         delay = 0.001  # a child usually dies within a millisecond of its signal
@@ -496,16 +496,21 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         self.stopping = True
+        for pp in self.public.values():  # no new connection from now on
+            pp.close_listener()
         for st in self.instances.values():
             if st.task is not None and not st.task.done():
                 st.task.cancel()
         await asyncio.gather(*(st.task for st in self.instances.values() if st.task), return_exceptions=True)
         for level in reversed(self.plan.levels):
             group = [st for st in self.instances.values() if st.service in level]
-            await asyncio.gather(*(self.stop_instance(st) for st in group))
+            await asyncio.gather(*(self.stop_instance(st) for st in group),
+                                 *(generations.stop_draining(self, st) for st in group))
             for st in group:
                 if st.state not in ENDED:
                     st.state = State.STOPPED
+        for pp in self.public.values():
+            pp.close()
         await self.sweep()
         if self.reservations is not None:
             self.reservations.release_all()
@@ -542,7 +547,8 @@ class Supervisor:
                 if st.service != sname:
                     continue
                 st.restart_reason = reason
-                st.healthy.clear()
+                if st.inst.service.handoff is Handoff.NONE:  # with one, the serving generation stays ready
+                    st.healthy.clear()
                 st.completed.clear()
                 if st.task is None or st.task.done():
                     st.ended.clear()
@@ -577,10 +583,21 @@ class Supervisor:
                     "health": st.health,
                     "restarts": st.restarts,
                     "started_at": st.started_wall if st.child else None,
+                    **self._handoff_fields(st),
                 }
                 for st in self.instances.values()
             },
         }
+
+    def _handoff_fields(self, st: InstanceState) -> dict:
+        public = self.public.get(st.service)
+        if public is None:
+            return {}
+        backend = st.gen.backend if st.gen is not None else None
+        proxy = public.mode is Handoff.PROXY
+        return {"handoff": public.mode.value, "private_port": backend.port if proxy and backend else None,
+                "connections": public.connections(st.name) if proxy else None,
+                "draining": [g.pid for g in st.draining]}
 
     def save_state(self, now: bool = False, final: bool = False) -> None:
         if self.rundir is None:

@@ -1,0 +1,217 @@
+"""The generations of an instance: each spawn of it is one, and with a ``handoff`` two may run
+side by side (blue/green).
+
+A restart that is not the instance's own exit starts a new generation beside the serving one;
+once the new one passes its readiness check it takes the new connections, and the old one
+drains: it gets its stop signal when its connections have closed or after ``drain_timeout``.
+A new generation that is not ready within ``start_period`` is stopped and the old keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+
+from revostack import process
+from revostack.handoff import Backend, PublicPort, private_port
+from revostack.health import Checker
+from revostack.plan import Instance
+from revostack.policy import describe_exit
+from revostack.stackfile import Handoff, HealthKind
+
+FAST_POLL = 0.01  # readiness is polled this fast for the first FAST_WINDOW seconds, then a
+FAST_WINDOW = 0.2  # quarter slower each time up to the check's interval: a fast service is seen
+POLL_GROWTH = 1.25  # within ~10 ms, a slow one ready at t by about 1.25 t
+DRAIN_POLL = 0.05  # how often a socket-activated generation's open connections are counted
+
+
+@dataclass(eq=False)
+class Generation:
+    """One spawn of an instance: the process, what it runs with, and its place behind the port."""
+
+    inst: Instance  # as this generation runs it (its own private port behind a proxy)
+    child: process.Child
+    backend: Backend | None = None
+    checker: Checker | None = None  # a `log` check, fed this generation's own output
+    task: asyncio.Task | None = field(default=None, repr=False)  # its drain, once replaced
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+async def spawn(sup, st) -> Generation:
+    """Start a new generation of ``st``'s instance (OSError when it cannot be started)."""
+    inst = st.inst
+    public: PublicPort | None = sup.public.get(st.service)
+    listen_fd = None
+    port = None
+    if public is not None and public.mode is Handoff.PROXY:
+        port = private_port(sup.stack.host)
+        inst = sup.plan.behind_proxy(inst, port)
+    env = inst.env
+    if public is not None and public.mode is Handoff.SOCKET:
+        env = {**env, "LISTEN_FDNAMES": st.service}
+        listen_fd = public.fileno()
+    checker = None
+    if inst.health is not None and inst.health.kind is HealthKind.LOG:
+        checker = Checker(inst.health, str(inst.cwd), inst.env)
+    child = await process.spawn(process.argv_for(inst.cmd), str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
+                                pty=inst.service.pty, listen_fd=listen_fd)
+    gen = Generation(inst, child, checker=checker)
+    if public is not None:
+        gen.backend = Backend(st.name, child.pid, public.backend_host, port)
+        public.add(gen.backend)
+    return gen
+
+
+def _feeder(sink, name: str, checker: Checker | None):
+    """The output callback of one generation: to the sink, and to its own log check."""
+    if checker is None:
+        return lambda data: sink.feed(name, data)
+    partial = bytearray()
+
+    def feed(data: bytes) -> None:
+        sink.feed(name, data)
+        if checker.seen:
+            return
+        partial.extend(data)
+        cut = partial.rfind(b"\n") + 1
+        if cut:
+            checker.feed(partial[:cut].decode("utf-8", "replace"))
+            del partial[:cut]
+        elif len(partial) > 65536:
+            del partial[:-4096]
+
+    return feed
+
+
+async def readiness(checker: Checker, start_period: float, interval: float) -> tuple[bool, str]:
+    """Poll a check until it passes (fast at first), or ``start_period`` passes."""
+    t0 = time.monotonic()
+    delay = FAST_POLL
+    while True:
+        ok, detail = await checker.check()
+        if ok or time.monotonic() - t0 > start_period:
+            return ok, detail
+        await asyncio.sleep(delay)
+        if time.monotonic() - t0 > FAST_WINDOW:
+            delay = min(delay * POLL_GROWTH, interval)
+
+
+def checker_of(gen: Generation) -> Checker:
+    h = gen.inst.health
+    return gen.checker if gen.checker is not None else Checker(h, str(gen.inst.cwd), gen.inst.env)
+
+
+async def takeover(sup, st, why: str) -> bool:
+    """Blue/green: a new generation beside the serving one. True when it took over."""
+    old: Generation = st.gen
+    public: PublicPort = sup.public[st.service]
+    sup.sink.system(f"{st.name} starting a new generation beside pid {old.pid} ({why})")
+    try:
+        new = await spawn(sup, st)
+    except OSError as e:
+        sup.sink.system(f"{st.name} new generation could not start: {e.strerror or e}; pid {old.pid} keeps serving")
+        return False
+    h = new.inst.health
+    ok, detail = True, "started"
+    if h is not None:
+        check = asyncio.ensure_future(readiness(checker_of(new), h.start_period, h.interval))
+        exited = asyncio.ensure_future(new.child.wait())
+        try:
+            await asyncio.wait({check, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (check, exited):
+                if not t.done():
+                    t.cancel()
+        if exited.done() and not (check.done() and check.result()[0]):
+            ok, detail = False, f"it {describe_exit(exited.result())}"
+        else:
+            ok, detail = check.result()
+    if not ok:
+        wait = f"within {h.start_period:g}s " if h is not None and not detail.startswith("it ") else ""
+        sup.sink.system(f"{st.name} pid {new.pid} not healthy {wait}({detail}): stopped; pid {old.pid} keeps serving")
+        await stop(sup, st, new, quiet=True)
+        return False
+    if new.backend is not None:
+        public.set_ready(new.backend, True)
+    if old.backend is not None:
+        public.set_ready(old.backend, False)
+    st.gen = new
+    st.draining.append(old)
+    st.started_wall = time.time()
+    sup.sink.system(f"{st.name} pid {new.pid} healthy: took over from pid {old.pid} ({detail})")
+    old.task = asyncio.ensure_future(drain(sup, st, old))
+    sup.save_state()
+    return True
+
+
+async def drain(sup, st, gen: Generation) -> None:
+    """Let a replaced generation finish its open connections, then stop it."""
+    public: PublicPort = sup.public[st.service]
+    svc = st.inst.service
+    t0 = time.monotonic()
+    exited = asyncio.ensure_future(asyncio.shield(gen.child.protocol.exited))
+    try:
+        async with asyncio.timeout(svc.drain_timeout):
+            if public.mode is Handoff.PROXY:
+                await asyncio.wait({exited, asyncio.ensure_future(gen.backend.idle.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:
+                from revostack import probe
+
+                while not exited.done() and await asyncio.to_thread(probe.established, gen.pid, public.port):
+                    await asyncio.sleep(DRAIN_POLL)
+    except TimeoutError:
+        pass
+    except Exception as e:  # counting failed: stop it now rather than never
+        sup.sink.system(f"{st.name} pid {gen.pid}: could not watch its connections ({e}); stopping it")
+    finally:
+        exited.cancel()
+    waited = time.monotonic() - t0
+    code = await stop(sup, st, gen, quiet=True)
+    how = "after its connections closed" if waited < svc.drain_timeout else f"after drain_timeout ({svc.drain_timeout:g}s)"
+    sup.sink.system(f"{st.name} pid {gen.pid} (replaced) stopped {how}"
+                    + (f": {describe_exit(code)}" if code is not None else ""))
+    if gen in st.draining:
+        st.draining.remove(gen)
+    sup.save_state()
+
+
+async def stop(sup, st, gen: Generation, quiet: bool = False) -> int | None:
+    """Stop one generation's process group (stop signal, SIGKILL after stop_timeout) and reap
+    it. Returns its exit code (None when it could not be reaped)."""
+    svc = st.inst.service
+    public = sup.public.get(st.service)
+    if public is not None:
+        public.remove(gen.backend)
+    pgid = gen.child.pgid
+    if process.group_alive(pgid):
+        if not quiet:
+            sup.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {gen.pid})")
+        process.signal_group(pgid, svc.signal_number)
+        if not await sup.wait_group(pgid, svc.stop_timeout):
+            process.signal_group(pgid, signal.SIGKILL)
+            sup.sink.system(f"{st.name} killed at once (second Ctrl-C)" if sup.kill_now.is_set()
+                            else f"{st.name} did not stop within {svc.stop_timeout:g}s: killed")
+            await sup.wait_group(pgid, 5.0, allow_kill_now=False)
+    try:
+        async with asyncio.timeout(2.0):
+            code = await gen.child.wait()
+    except TimeoutError:
+        return None
+    finally:
+        gen.child.close()
+    return code
+
+
+async def stop_draining(sup, st) -> None:
+    """At shutdown: the replaced generations still draining stop now."""
+    for gen in list(st.draining):
+        if gen.task is not None:
+            gen.task.cancel()
+        await stop(sup, st, gen, quiet=True)
+    st.draining.clear()
