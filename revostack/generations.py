@@ -155,24 +155,23 @@ async def drain(sup, st, gen: Generation) -> None:
     svc = st.inst.service
     t0 = time.monotonic()
     exited = asyncio.ensure_future(asyncio.shield(gen.child.protocol.exited))
+    signalled = False
     try:
         async with asyncio.timeout(svc.drain_timeout):
             if public.mode is Handoff.PROXY:
                 await asyncio.wait({exited, asyncio.ensure_future(gen.backend.idle.wait())},
                                    return_when=asyncio.FIRST_COMPLETED)
             else:
-                from revostack import probe
-
-                while not exited.done() and await asyncio.to_thread(probe.established, gen.pid, public.port):
-                    await asyncio.sleep(DRAIN_POLL)
+                signalled = await _quiesce(sup, st, gen, public.port, exited)
     except TimeoutError:
         pass
     except Exception as e:  # counting failed: stop it now rather than never
         sup.sink.system(f"{st.name} pid {gen.pid}: could not watch its connections ({e}); stopping it")
     finally:
         exited.cancel()
+        process.signal_group(gen.child.pgid, signal.SIGCONT)  # never leave it frozen
     waited = time.monotonic() - t0
-    code = await stop(sup, st, gen, quiet=True)
+    code = await stop(sup, st, gen, quiet=True, signalled=signalled)
     how = "after its connections closed" if waited < svc.drain_timeout else f"after drain_timeout ({svc.drain_timeout:g}s)"
     sup.sink.system(f"{st.name} pid {gen.pid} (replaced) stopped {how}"
                     + (f": {describe_exit(code)}" if code is not None else ""))
@@ -181,9 +180,39 @@ async def drain(sup, st, gen: Generation) -> None:
     sup.save_state()
 
 
-async def stop(sup, st, gen: Generation, quiet: bool = False) -> int | None:
+async def _quiesce(sup, st, gen: Generation, port: int, exited: asyncio.Future) -> bool:
+    """Socket activation: the old generation shares the listening queue with the new one, so it
+    keeps accepting until it stops. Freeze its group (SIGSTOP), count the connections it holds,
+    and send the stop signal only while it is frozen holding none — a connection waiting in the
+    queue then goes to the new generation. Otherwise let it run a moment and look again.
+    True when the stop signal was sent."""
+    from revostack import probe
+
+    pgid = gen.child.pgid
+    while not exited.done():
+        process.signal_group(pgid, signal.SIGSTOP)
+        await _frozen(pgid)
+        busy = await asyncio.to_thread(probe.established, gen.pid, port)
+        if not busy:
+            process.signal_group(pgid, st.inst.service.signal_number)
+            process.signal_group(pgid, signal.SIGCONT)
+            return True
+        process.signal_group(pgid, signal.SIGCONT)
+        await asyncio.sleep(DRAIN_POLL)
+    return False
+
+
+async def _frozen(pgid: int, timeout: float = 0.2) -> None:
+    """Wait until every process of the group is stopped (SIGSTOP is delivered asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not process.group_stopped(pgid):
+        await asyncio.sleep(0.001)
+
+
+async def stop(sup, st, gen: Generation, quiet: bool = False, signalled: bool = False) -> int | None:
     """Stop one generation's process group (stop signal, SIGKILL after stop_timeout) and reap
-    it. Returns its exit code (None when it could not be reaped)."""
+    it. Returns its exit code (None when it could not be reaped). ``signalled``: the stop signal
+    was sent already (a second one makes some servers skip their graceful stop)."""
     svc = st.inst.service
     public = sup.public.get(st.service)
     if public is not None:
@@ -192,7 +221,8 @@ async def stop(sup, st, gen: Generation, quiet: bool = False) -> int | None:
     if process.group_alive(pgid):
         if not quiet:
             sup.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {gen.pid})")
-        process.signal_group(pgid, svc.signal_number)
+        if not signalled:
+            process.signal_group(pgid, svc.signal_number)
         if not await sup.wait_group(pgid, svc.stop_timeout):
             process.signal_group(pgid, signal.SIGKILL)
             sup.sink.system(f"{st.name} killed at once (second Ctrl-C)" if sup.kill_now.is_set()

@@ -216,6 +216,24 @@ def group_alive(pgid: int) -> bool:
         return True
 
 
+def group_stopped(pgid: int) -> bool:
+    """Whether every process of the group is stopped (or gone): /proc state T, t, Z or X."""
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
+
+
 def become_subreaper() -> bool:
     """Make orphaned descendants ours (Linux), so a daemonising grandchild can still be found
     and stopped. Returns whether it worked."""
