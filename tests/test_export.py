@@ -745,7 +745,7 @@ def test_procfile_reads_back_with_revostack_readers(fullstack, tmp_path):
     env = dotenv.parse((out / ".env").read_text())
     assert "PORT" not in env  # every process gets its own
     assert env["LOG_LEVEL"] == "info"
-    assert {k for k in env if k.endswith("_PORT")} == {"DB_PORT", "BACKEND_PORT", "FRONTEND_PORT"}
+    assert {k for k in env if k.endswith("_PORT")} == {"DB_PORT", "BACKEND_PORT", "EVENTS_PORT", "FRONTEND_PORT"}
     cmds = dict(entries)
     assert cmds["backend"].endswith('PORT="$BACKEND_PORT"; exec python services/backend.py')
     assert f"cd {fullstack.parent} || exit 1" in cmds["db"]
