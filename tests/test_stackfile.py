@@ -935,3 +935,76 @@ def test_the_documented_dotenv_example_parses():
         "GREETING": 'Hello\n"world"',
         "CERT": "-----BEGIN-----\nabc\n-----END-----",
     }
+
+
+# -- handoff -------------------------------------------------------------------------------------
+
+def test_handoff_keys_and_defaults(here):
+    write(here, """
+        [stack]
+        handoff = "proxy"
+
+        [services.web]
+        cmd = "serve"
+        port = 8000
+
+        [services.sock]
+        cmd = "serve"
+        port = 8100
+        handoff = "socket"
+        drain_timeout = 2.5
+        health = { log = "ready" }
+
+        [services.job]
+        cmd = "work"
+        """)
+    s = stackfile.load(here / "Stackfile.toml", environ={})
+    assert s.services["web"].handoff is stackfile.Handoff.PROXY  # the stack's default
+    assert s.services["web"].drain_timeout == 10.0
+    assert s.services["sock"].handoff is stackfile.Handoff.SOCKET and s.services["sock"].drain_timeout == 2.5
+    assert s.services["job"].handoff is stackfile.Handoff.NONE  # no port: the default does not apply
+
+
+@pytest.mark.parametrize("lines,expected", [
+    ('cmd = "x"\nhandoff = "proxy"', 'Stackfile.toml:3:1: services.web.handoff: "proxy" needs a port: add port = N'),
+    ('cmd = "x"\nport = 0\nhandoff = "socket"\nhealth = { log = "r" }',
+     'Stackfile.toml:4:1: services.web.handoff: "socket" needs a fixed port, not 0'),
+    ('cmd = "x"\nport = 8000\nhandoff = "proxi"',
+     'Stackfile.toml:4:1: services.web.handoff: must be none, proxy or socket, not "proxi" (did you mean "proxy"?)'),
+    ('cmd = "x"\nport = 8000\nhandoff = true', "Stackfile.toml:4:1: services.web.handoff: must be a string, not a boolean"),
+    ('cmd = "x"\nport = 8000\nhandoff = "proxy"\ndrain_timeout = "5s"',
+     "Stackfile.toml:5:1: services.web.drain_timeout: must be a number, not a string"),
+    ('cmd = "x"\nport = 8000\nhandoff = "proxy"\ndrain_timeout = -1',
+     "Stackfile.toml:5:1: services.web.drain_timeout: must be at least 0, not -1"),
+    ('cmd = "x"\nport = 8000\nhandof = "proxy"',
+     'Stackfile.toml:4:1: services.web.handof: unknown key "handof" (did you mean "handoff"?)'),
+])
+def test_handoff_errors_are_located(here, lines, expected):
+    (here / "Stackfile.toml").write_text("[services.web]\n" + lines + "\n")
+    found = one_problem(Path("Stackfile.toml"))
+    assert found.startswith(expected), found
+
+
+@pytest.mark.parametrize("health,where", [
+    (None, "4:1: services.web.handoff"),  # the implicit TCP check on the port
+    ('{ tcp = "${host}:${port}" }', "5:1: services.web.health"),
+    ('{ http = "http://127.0.0.1:$PORT/health" }', "5:1: services.web.health"),
+    ('{ http = "http://127.0.0.1:8000/" }', "5:1: services.web.health"),
+])
+def test_a_socket_service_needs_a_check_of_its_own(here, health, where):
+    text = '[services.web]\ncmd = "x"\nport = 8000\nhandoff = "socket"\n'
+    if health:
+        text += f"health = {health}\n"
+    (here / "Stackfile.toml").write_text(text)
+    found = one_problem(Path("Stackfile.toml"))
+    assert found.startswith(f"Stackfile.toml:{where}: "), found
+    assert "passes whatever generation answers" in found and 'health = { log = "..." }' in found
+
+
+def test_a_socket_service_may_check_another_port_or_a_command(here):
+    (here / "Stackfile.toml").write_text('[services.db]\ncmd = "x"\nport = 5000\n[services.web]\ncmd = "x"\n'
+                                         'port = 8000\nhandoff = "socket"\nhealth = { tcp = "${host}:${db.port}" }\n'
+                                         '[services.api]\ncmd = "x"\nport = 8100\nhandoff = "socket"\n'
+                                         'health = { cmd = "test -e ready" }\n')
+    s = stackfile.load(here / "Stackfile.toml", environ={})
+    assert s.services["web"].handoff is stackfile.Handoff.SOCKET
