@@ -144,3 +144,44 @@ def next_free(inst, world, used: set[int]) -> int | None:
     return None
 
 
+async def migrate(sup, st) -> bool:
+    """If the instance died because its port is in use, move it to the next free fallback,
+    restart it there at once, and restart the services that depend on it (new NAME_PORT)."""
+    import asyncio
+
+    tail = sup.sink.tail(st.name).decode("utf-8", "replace").lower()
+    said_in_use = any(w in tail for w in ("address already in use", "eaddrinuse", "address in use",
+                                          "port is already in use", "port already in use"))
+    port = st.port
+    world = probe.ProbeWorld(sup.stack.host, sup.rundir.ownership(running=True) if sup.rundir else None)
+    if not said_in_use:
+        if await asyncio.to_thread(world.is_free, port):
+            return False
+    holder = await asyncio.to_thread(world.holder, port)
+    if holder is not None and holder.pid is not None and holder.cls in ("ours-running",):
+        return False  # held by this stack itself (e.g. a grandchild still closing): not a conflict
+    used = {o.port for o in sup.instances.values() if o.port is not None and o is not st}
+    used.add(port)
+    new = await asyncio.to_thread(next_free, st.inst, world, used)
+    who = holder.describe() if holder else "another process"
+    if new is None:
+        sup.sink.system(f"{st.name}: port {port} is in use by {who}, and no fallback is free")
+        record(sup.rundir, st.service, port, holder, sup.options.strategy, "failed", "no free fallback")
+        return False
+    reason = f"{port} held by {who} -> moved to {new}"
+    sup.sink.system(f"{st.name}: port {port} is in use by {who}: moved to {new}")
+    record(sup.rundir, st.service, port, holder, sup.options.strategy, Action.MOVED, f"-> {new}")
+    sup.plan = sup.plan.with_ports({st.name: PortChoice(st.inst.port.preferred, new, reason, holder, Action.MOVED)})
+    fresh = sup.plan.by_name()
+    for other in sup.instances.values():
+        other.inst = fresh[other.name]
+    st.port = new
+    st.restarts += 1
+    sup.save_state()
+    dependents = [n for n, svc in sup.stack.services.items()
+                  if any(d.name == st.service for d in svc.depends_on)
+                  and any(o.service == n for o in sup.instances.values())]
+    if dependents:
+        sup.sink.system(f"restarting {', '.join(dependents)} for the new {st.inst.service.name} port")
+        sup.restart(dependents, reason=f"{st.service} moved to port {new}")
+    return True

@@ -13,18 +13,31 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 
 from revostack import process
 from revostack.handoff import Backend, PublicPort, private_port
 from revostack.health import Checker
 from revostack.plan import Instance
 from revostack.policy import describe_exit
-from revostack.stackfile import Handoff, HealthKind
+from revostack.stackfile import Handoff, HealthKind, Restart
 
 FAST_POLL = 0.01  # readiness is polled this fast for the first FAST_WINDOW seconds, then a
 FAST_WINDOW = 0.2  # quarter slower each time up to the check's interval: a fast service is seen
 POLL_GROWTH = 1.25  # within ~10 ms, a slow one ready at t by about 1.25 t
 DRAIN_POLL = 0.05  # how often a socket-activated generation's open connections are counted
+
+
+class State(str, Enum):
+    WAITING = "waiting"  # for its dependencies
+    STARTING = "starting"  # spawned, health check not passed yet
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    RUNNING = "running"  # spawned, no health check
+    RESTARTING = "restarting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 @dataclass(eq=False)
@@ -99,6 +112,54 @@ async def readiness(checker: Checker, start_period: float, interval: float) -> t
         await asyncio.sleep(delay)
         if time.monotonic() - t0 > FAST_WINDOW:
             delay = min(delay * POLL_GROWTH, interval)
+
+
+async def watch_health(sup, st) -> str:
+    """Readiness (fast polling, within start_period), then liveness every interval.
+    Returns when the instance must be restarted: "unhealthy" or "not-ready"."""
+    gen = st.gen
+    h = gen.inst.health
+    checker = checker_of(gen)
+    public = sup.public.get(st.service)
+    if not st.healthy.is_set():  # a generation that took over is ready already
+        ok, detail = await readiness(checker, h.start_period, h.interval)
+        if not ok:
+            sup.sink.system(f"{st.name} not healthy within {h.start_period:g}s ({detail})")
+            st.health = "unhealthy"
+            return "not-ready"
+        st.state = State.HEALTHY
+        st.health = "healthy"
+        st.stable_since = time.monotonic()
+        sup.sink.system(f"{st.name} healthy ({detail})")
+        st.healthy.set()
+        if public is not None:
+            public.set_ready(gen.backend, True)
+        sup.save_state()
+    if h.kind.value == "log":
+        return await forever()
+    failures = 0
+    while True:
+        # in phase with every other service's checks: one wake-up per interval for all of
+        # them, not one each (10 services idle: 63 -> 45 ms of CPU per 10 s)
+        await asyncio.sleep(h.interval - time.monotonic() % h.interval)
+        ok, detail = await checker.check()
+        if ok:
+            if failures:
+                sup.sink.system(f"{st.name} healthy again ({detail})")
+            failures = 0
+            continue
+        failures += 1
+        if failures >= h.retries:
+            st.state = State.UNHEALTHY
+            st.health = "unhealthy"
+            st.healthy.clear()
+            if public is not None:
+                public.set_ready(gen.backend, False)
+            sup.save_state()
+            sup.sink.system(f"{st.name} unhealthy: {failures} failed checks in a row ({detail})")
+            if st.inst.service.restart is Restart.NO:
+                return await forever()
+            return "unhealthy"
 
 
 def checker_of(gen: Generation) -> Checker:
@@ -245,3 +306,8 @@ async def stop_draining(sup, st) -> None:
             gen.task.cancel()
         await stop(sup, st, gen, quiet=True)
     st.draining.clear()
+
+
+async def forever() -> str:
+    await asyncio.Event().wait()
+    return ""

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)  # ANSI foregrounds, honcho's order first
 SYSTEM_COLOR = 1  # bold
@@ -27,8 +27,7 @@ LOG_ROTATE = 10 * 1024 * 1024  # bytes; one previous file is kept as NAME.log.1
 
 
 class _Stream:
-    __slots__ = ("name", "prefix_plain", "prefix_color", "partial", "timer", "log", "log_size", "log_path", "watchers",
-                 "tail")
+    __slots__ = ("name", "prefix_plain", "prefix_color", "partial", "timer", "log", "log_size", "log_path", "tail")
 
     def __init__(self, name: str):
         self.name = name
@@ -37,7 +36,6 @@ class _Stream:
         self.log: BinaryIO | None = None
         self.log_size = 0
         self.log_path: Path | None = None
-        self.watchers: list[Callable[[str], None]] = []
         self.tail = b""  # the last bytes of output, to read an exit's cause (e.g. address in use)
 
 
@@ -75,16 +73,6 @@ class Sink:
         if self.log_dir is not None:
             s.log_path = self.log_dir / f"{name}.log"
         self.streams[name] = s
-
-    def watch(self, name: str, fn: Callable[[str], None]) -> None:
-        """Call ``fn(text)`` with each batch of complete lines of ``name`` (for ``log`` health checks)."""
-        self.streams[name].watchers.append(fn)
-
-    def unwatch(self, name: str, fn: Callable[[str], None]) -> None:
-        try:
-            self.streams[name].watchers.remove(fn)
-        except (KeyError, ValueError):
-            pass
 
     # -- prefixes ----------------------------------------------------------------------------
     def _now(self) -> tuple[bytes, bytes]:
@@ -156,16 +144,11 @@ class Sink:
 
     def _emit(self, s: _Stream, data: bytes) -> None:
         """``data`` is one or more whole lines ending in b"\\n"."""
-        if data.isascii():  # the common case: valid as it is, checked without decoding
-            text = data.decode("ascii") if s.watchers else None
-        else:
+        if not data.isascii():  # the common case (ASCII) is valid as it is, checked without decoding
             try:
-                text = data.decode("utf-8")
+                data.decode("utf-8")
             except UnicodeDecodeError:
-                text = data.decode("utf-8", "replace")
-                data = text.encode("utf-8")
-            else:
-                text = None if not s.watchers else text
+                data = data.decode("utf-8", "replace").encode("utf-8")
         if len(data) > MAX_LINE and _may_hold_long_line(data):  # any line may be the long one
             data = _cut_long_lines(data)
         s.tail = data[-TAIL:] if len(data) >= TAIL else (s.tail + data)[-TAIL:]
@@ -175,9 +158,6 @@ class Sink:
             self.queue.append(p + data[:-1].replace(b"\n", b"\n" + p) + b"\n" if p else data)
         if s.log_path is not None:
             self.log_queue.setdefault(s, []).append(full + data[:-1].replace(b"\n", b"\n" + full) + b"\n")
-        if s.watchers:
-            for fn in list(s.watchers):
-                fn(text if text is not None else data.decode("utf-8", "replace"))
         self._schedule()
 
     def system(self, text: str, name: str = "system") -> None:

@@ -12,28 +12,14 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Iterable
 
-from revostack import generations, graph, policy, probe, process
-from revostack.generations import Generation
+from revostack import conflicts, generations, graph, policy, probe, process
+from revostack.generations import Generation, State
 from revostack.handoff import PublicPort
 from revostack.plan import Instance, Plan
 from revostack.sink import Sink
 from revostack.stackfile import Condition, Handoff, Restart
-
-
-class State(str, Enum):
-    WAITING = "waiting"  # for its dependencies
-    STARTING = "starting"  # spawned, health check not passed yet
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    RUNNING = "running"  # spawned, no health check
-    RESTARTING = "restarting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
 
 ENDED = {State.COMPLETED, State.FAILED, State.STOPPED}
 
@@ -215,7 +201,7 @@ class Supervisor:
                 self.save_state()
                 continue
             if outcome == "exit" and code != 0 and st.port is not None and st.inst.service.handoff is Handoff.NONE \
-                    and await self.migrate(st):
+                    and await conflicts.migrate(self, st):
                 continue
             decision = st.tracker.on_exit(code, st.stable_since, time.monotonic(), unhealthy=outcome != "exit")
             if decision.completed:
@@ -325,7 +311,7 @@ class Supervisor:
         tasks = {exit_task}
         health_task = None
         if st.inst.health is not None:
-            health_task = asyncio.ensure_future(self.health_loop(st))
+            health_task = asyncio.ensure_future(generations.watch_health(self, st))
             tasks.add(health_task)
         request = asyncio.ensure_future(st.restart_request.wait())
         tasks.add(request)
@@ -377,97 +363,6 @@ class Supervisor:
         if st.state is State.HEALTHY or st.state is State.RUNNING or st.state is State.STARTING:
             st.state = State.STOPPED if self.stopping else st.state
         self.save_state()
-
-    async def health_loop(self, st: InstanceState) -> str:
-        """Readiness (fast polling, within start_period), then liveness every interval.
-        Returns when the instance must be restarted: "unhealthy" or "not-ready"."""
-        gen = st.gen
-        h = gen.inst.health
-        checker = generations.checker_of(gen)
-        public = self.public.get(st.service)
-        if not st.healthy.is_set():  # a generation that took over is ready already
-            ok, detail = await generations.readiness(checker, h.start_period, h.interval)
-            if not ok:
-                self.sink.system(f"{st.name} not healthy within {h.start_period:g}s ({detail})")
-                st.health = "unhealthy"
-                return "not-ready"
-            st.state = State.HEALTHY
-            st.health = "healthy"
-            st.stable_since = time.monotonic()
-            self.sink.system(f"{st.name} healthy ({detail})")
-            st.healthy.set()
-            if public is not None:
-                public.set_ready(gen.backend, True)
-            self.save_state()
-        if h.kind.value == "log":
-            return await _forever()
-        failures = 0
-        while True:
-            # in phase with every other service's checks: one wake-up per interval for all of
-            # them, not one each (10 services idle: 63 -> 45 ms of CPU per 10 s)
-            await asyncio.sleep(h.interval - time.monotonic() % h.interval)
-            ok, detail = await checker.check()
-            if ok:
-                if failures:
-                    self.sink.system(f"{st.name} healthy again ({detail})")
-                failures = 0
-                continue
-            failures += 1
-            if failures >= h.retries:
-                st.state = State.UNHEALTHY
-                st.health = "unhealthy"
-                st.healthy.clear()
-                if public is not None:
-                    public.set_ready(gen.backend, False)
-                self.save_state()
-                self.sink.system(f"{st.name} unhealthy: {failures} failed checks in a row ({detail})")
-                if st.inst.service.restart is Restart.NO:
-                    return await _forever()
-                return "unhealthy"
-
-    # -- migration while running ----------------------------------------------------------------
-    async def migrate(self, st: InstanceState) -> bool:
-        """If the instance died because its port is in use, move it to the next free fallback,
-        restart it there at once, and restart the services that depend on it (new NAME_PORT)."""
-        from revostack import conflicts, probe
-        from revostack.plan import Action, PortChoice
-
-        tail = self.sink.tail(st.name).decode("utf-8", "replace").lower()
-        said_in_use = any(w in tail for w in ("address already in use", "eaddrinuse", "address in use",
-                                              "port is already in use", "port already in use"))
-        port = st.port
-        world = probe.ProbeWorld(self.stack.host, self.rundir.ownership(running=True) if self.rundir else None)
-        if not said_in_use:
-            if await asyncio.to_thread(world.is_free, port):
-                return False
-        holder = await asyncio.to_thread(world.holder, port)
-        if holder is not None and holder.pid is not None and holder.cls in ("ours-running",):
-            return False  # held by this stack itself (e.g. a grandchild still closing): not a conflict
-        used = {o.port for o in self.instances.values() if o.port is not None and o is not st}
-        used.add(port)
-        new = await asyncio.to_thread(conflicts.next_free, st.inst, world, used)
-        who = holder.describe() if holder else "another process"
-        if new is None:
-            self.sink.system(f"{st.name}: port {port} is in use by {who}, and no fallback is free")
-            conflicts.record(self.rundir, st.service, port, holder, self.options.strategy, "failed", "no free fallback")
-            return False
-        reason = f"{port} held by {who} -> moved to {new}"
-        self.sink.system(f"{st.name}: port {port} is in use by {who}: moved to {new}")
-        conflicts.record(self.rundir, st.service, port, holder, self.options.strategy, Action.MOVED, f"-> {new}")
-        self.plan = self.plan.with_ports({st.name: PortChoice(st.inst.port.preferred, new, reason, holder, Action.MOVED)})
-        fresh = self.plan.by_name()
-        for other in self.instances.values():
-            other.inst = fresh[other.name]
-        st.port = new
-        st.restarts += 1
-        self.save_state()
-        dependents = [n for n, svc in self.stack.services.items()
-                      if any(d.name == st.service for d in svc.depends_on)
-                      and any(o.service == n for o in self.instances.values())]
-        if dependents:
-            self.sink.system(f"restarting {', '.join(dependents)} for the new {st.inst.service.name} port")
-            self.restart(dependents, reason=f"{st.service} moved to port {new}")
-        return True
 
     # -- stopping ----------------------------------------------------------------------------
     async def stop_instance(self, st: InstanceState, quiet: bool = False) -> None:
@@ -628,8 +523,3 @@ def _stable_after() -> float:
         return float(os.environ.get("REVOSTACK_STABLE_AFTER", policy.STABLE_AFTER))
     except ValueError:
         return policy.STABLE_AFTER
-
-
-async def _forever() -> str:
-    await asyncio.Event().wait()
-    return ""

@@ -176,7 +176,7 @@ def test_no_failed_request_through_restarts(tmp_path, reaper, mode, kinds):
     assert serving_pid(tmp_path, "client.1") == client
     assert ps(tmp_path)["client.1"]["restarts"] == 0
     assert ps(tmp_path)["web.1"]["port"] == port
-    assert any(f"took over from pid" in line for line in run.system())
+    assert any("took over from pid" in line for line in run.system())
     assert run.stop() == 0
     assert_nothing_left(stack_id(tmp_path / "Stackfile.toml"))
     with pytest.raises(OSError):  # nothing listens on the public port after up ends
