@@ -183,6 +183,7 @@ def bench_env() -> dict[str, str]:
 WARM_MODULES = ("revostack.cli", "revostack.runtime", "revostack.supervisor", "revostack.process", "revostack.sink",
                 "revostack.probe", "revostack.health", "revostack.watch", "revostack.control", "revostack.output",
                 "revostack.procfile", "revostack.rundir", "revostack.conflicts", "revostack.stats", "psutil",
+                "revostack.generations", "revostack.handoff",
                 "asyncio", "concurrent.futures.thread", "queue", "watchfiles", "tomlkit", "json", "argparse", "ctypes",
                 "socket", "selectors", "subprocess", "multiprocessing", "multiprocessing.queues", "datetime", "signal",
                 "honcho.command", "honcho.manager", "honcho.printer", "honcho.process", "honcho.environ", "rich.console")

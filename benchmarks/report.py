@@ -145,6 +145,21 @@ TARGETS = (
     Target("file change -> new child's first line < 500 ms after the debounce", "filechange", UP, "after_debounce",
            "value", "<", 0.500),
     Target("scan of 1000 ports < 200 ms", "scan", "revostack scan --range", "seconds", "value", "<", 0.200),
+    Target("0 failed requests over the saves, proxy", "handoff", "up, handoff proxy", "failed_save", "value", "<=", 0),
+    Target("0 failed requests over restart, proxy", "handoff", "up, handoff proxy", "failed_restart", "value", "<=", 0),
+    Target("0 failed requests over the crashes, proxy", "handoff", "up, handoff proxy", "failed_crash", "value", "<=", 0),
+    Target("0 failed requests over the saves, socket", "handoff", "up, handoff socket", "failed_save", "value", "<=", 0),
+    Target("0 failed requests over restart, socket", "handoff", "up, handoff socket", "failed_restart", "value", "<=", 0),
+    Target("0 failed requests over the crashes, socket", "handoff", "up, handoff socket", "failed_crash", "value", "<=", 0),
+    Target("save -> new generation serving <= child's start + health + 50 ms (proxy)", "handoff", "up, handoff proxy",
+           "takeover_overhead_s", "value", "<=", 0.050),
+    Target("save -> new generation serving <= child's start + health + 50 ms (socket)", "handoff",
+           "up, handoff socket", "takeover_overhead_s", "value", "<=", 0.050),
+    Target("proxy adds <= 0.25 ms at p50 (fresh connection, small GET)", "proxy", UP, "added_p50_ms", "value", "<=", 0.25),
+    Target("proxy adds <= 1 ms at p99", "proxy", UP, "added_p99_ms", "value", "<=", 1.0),
+    Target("proxy bulk throughput >= 0.5x direct", "proxy", UP, "bulk_ratio", "value", ">=", 0.5),
+    Target("idle CPU with proxied services: the same as without (<= 10 ms per 10 s)", "idle", "revostack up, proxied",
+           "cpu_ms_precise", "value", "<=", 10.0),
 )
 
 

@@ -29,6 +29,7 @@ FLOOR = "floor"
 HONCHO = "honcho start"
 START = "revostack start"
 UP = "revostack up"
+UP_PROXY = "revostack up, proxied"
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ def write_stackfile(path: Path, name: str, services: list[dict], stack: dict | N
             out.append("depends_on = { " + ", ".join(f"{k} = {toml_str(v)}" for k, v in s["depends_on"].items()) + " }")
         if s.get("health"):
             out.append(f"health = {s['health']}")
+        if s.get("handoff"):
+            out.append(f"handoff = {toml_str(s['handoff'])}")
         if s.get("watch"):
             out.append("watch = [" + ", ".join(toml_str(w) for w in s["watch"]) + "]")
         if s.get("env"):
@@ -559,10 +562,11 @@ class Idle(Workload):
         super().__init__(ctx)
         s = ctx.sizes
         self.title = (f"{s.idle_children} idle TCP servers, {s.idle_window:g} s window "
-                      f"(up: tcp health every 1 s; start/honcho: no health checks)")
+                      f"(up: tcp health every 1 s, proxied: each behind handoff = \"proxy\"; "
+                      f"start/honcho: no health checks)")
 
     def variants(self) -> list[str]:
-        return [UP, START] + ([HONCHO] if self.ctx.tools.honcho else [])
+        return [UP, UP_PROXY, START] + ([HONCHO] if self.ctx.tools.honcho else [])
 
     def measure(self, variant: str) -> Sample:
         n = self.ctx.sizes.idle_children
@@ -575,9 +579,11 @@ class Idle(Workload):
         cmds = [(f"i{i}", t.child("server", i)) for i in range(1, n + 1)]
         procfile = write_procfile(folder / "Procfile", cmds)
         stackfile = write_stackfile(folder / "Stackfile.toml", "bench-idle", [
-            {"name": name, "cmd": c, "port": port, "health": '{ tcp = "${host}:${port}", interval = 1.0 }'}
+            {"name": name, "cmd": c, "port": port, "health": '{ tcp = "${host}:${port}", interval = 1.0 }',
+             "handoff": "proxy" if variant == UP_PROXY else None}
             for (name, c), port in zip(cmds, ports)])
-        want = (b" healthy (",) if variant == UP else ()
+        want = (b" healthy (",) if variant in (UP, UP_PROXY) else ()
+        variant = UP if variant == UP_PROXY else variant
         tail = Tail(sess.out, (b"READY c=", *want), rb"READY c=\d+ pid=(\d+)")
         try:
             p, _, _ = run_until(sess, self.argv(variant, procfile, stackfile, extra=("-p", str(ports[0]))), folder,
@@ -850,5 +856,12 @@ def all_workloads(ctx: Context) -> list[Workload]:
         Cli(ctx),
         FileChange(ctx),
         Scan(ctx),
+        *handoff_workloads(ctx),
     ]
+
+
+def handoff_workloads(ctx: Context) -> list[Workload]:
+    from benchmarks.handoff import HandoffRestarts, ProxyCost
+
+    return [HandoffRestarts(ctx), ProxyCost(ctx)]
 

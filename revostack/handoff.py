@@ -18,6 +18,7 @@ Everything runs on the supervisor's event loop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import socket
 import struct
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 
 from revostack.stackfile import Handoff, Service
 
-HIGH_WATER = 256 * 1024  # bytes buffered per direction before the other side stops reading
+HIGH_WATER = 256 * 1024  # bytes buffered per direction before the other side stops reading (one read
+# of up to 1 MiB may land on top: what a connection holds stays under 1.25 MiB each way)
 REPLAY_LIMIT = 64 * 1024  # what a client sends before its first answer, kept for a replay
 MAX_REPLAYS = 3
 BACKLOG = 1024
@@ -72,13 +74,30 @@ class PublicPort:
         self._changed = asyncio.Event()
         self._turn = itertools.count()
         self.server: asyncio.AbstractServer | None = None
+        self.accepting = False
 
     async def open(self) -> None:
-        if self.mode is Handoff.PROXY:
-            loop = asyncio.get_running_loop()
-            self.server = await loop.create_server(lambda: _Client(self), sock=self.sock, backlog=BACKLOG)
+        self.sock.listen(BACKLOG)
+        if self.mode is not Handoff.PROXY:
+            return
+        loop = asyncio.get_running_loop()
+        if hasattr(loop, "_make_socket_transport"):  # accept by hand: no task per connection
+            self.sock.setblocking(False)
+            loop.add_reader(self.sock.fileno(), self._accept, loop)
+            self.accepting = True
         else:
-            self.sock.listen(BACKLOG)
+            self.server = await loop.create_server(lambda: _Client(self), sock=self.sock, backlog=BACKLOG)
+
+    def _accept(self, loop) -> None:
+        for _ in range(64):  # a burst at once, then back to the loop
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of descriptors, or the listener closed: try again on the next wake
+                return
+            conn.setblocking(False)
+            loop._make_socket_transport(conn, _Client(self), extra={"peername": peer})
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -135,6 +154,9 @@ class PublicPort:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.accepting:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.accepting = False
         try:
             self.sock.close()
         except OSError:
@@ -146,7 +168,13 @@ class PublicPort:
             c.abort()
 
 
-class _Client(asyncio.Protocol):
+# Every read lands in this one buffer and is written to the other side before the next read (all
+# on the loop thread): no bytes object per chunk. A transport keeps a copy only of what the
+# socket would not take at once.
+_CHUNK = memoryview(bytearray(1024 * 1024))
+
+
+class _Client(asyncio.BufferedProtocol):
     """The public side of one proxied connection."""
 
     def __init__(self, public: PublicPort):
@@ -160,38 +188,71 @@ class _Client(asyncio.Protocol):
         self.replays = 0
         self.tried: set[Backend] = set()
         self.task: asyncio.Task | None = None
+        self.dialing: socket.socket | None = None
+        self.deadline = 0.0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(HIGH_WATER)
         self.public.clients.add(self)
-        loop = asyncio.get_running_loop()
-        self.task = loop.create_task(self.connect(loop.time() + self.public.hold))
+        self.deadline = asyncio.get_running_loop().time() + self.public.hold
+        self.dial()
 
-    async def connect(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        while not self.closed:
-            backend = await self.public.backend_for(self.tried, deadline)
-            if backend is None or self.closed:
-                self.abort()
-                return
-            try:
-                _, up = await loop.create_connection(lambda: _Upstream(self, backend), backend.host, backend.port)
-            except OSError:
-                self.tried.add(backend)  # refused before any byte: another ready backend
-                continue
-            if self.closed:
-                up.transport.close()
-                return
-            self.upstream = up
-            if self.sent:
-                up.transport.write(bytes(self.sent))
-            if self.eof:
-                up.transport.write_eof()
-            self.transport.resume_reading()
+    def dial(self) -> None:
+        """Connect to a ready backend — without a task in the common case: a non-blocking
+        connect, and a writer callback when it completes."""
+        backend = self.public.pick(self.tried)
+        if backend is None:  # none ready: hold the connection until one is (or the deadline)
+            self.task = asyncio.get_running_loop().create_task(self.wait_and_dial())
             return
+        sock = socket.socket(socket.AF_INET6 if ":" in backend.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex((backend.host, backend.port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._refused(backend)
+            return
+        self.dialing = sock
+        # by descriptor: with a socket object the selector would format its repr on every lookup
+        asyncio.get_running_loop().add_writer(sock.fileno(), self._dialed, sock, backend)
 
-    def data_received(self, data: bytes) -> None:
+    async def wait_and_dial(self) -> None:
+        backend = await self.public.backend_for(self.tried, self.deadline)
+        if self.closed:
+            return
+        if backend is None:
+            self.abort()
+            return
+        self.dial()
+
+    def _dialed(self, sock: socket.socket, backend: Backend) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_writer(sock.fileno())
+        self.dialing = None
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err or self.closed:
+            sock.close()
+            if not self.closed:
+                self._refused(backend)
+            return
+        up = _Upstream(self, backend)
+        self.upstream = up
+        _transport(loop, sock, up)
+        if self.sent:
+            up.transport.write(bytes(self.sent))
+        if self.eof:
+            up.transport.write_eof()
+        self.transport.resume_reading()
+
+    def _refused(self, backend: Backend) -> None:
+        self.tried.add(backend)  # refused before any byte: another ready backend, or wait for one
+        self.dial()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _CHUNK
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _CHUNK[:nbytes]
         up = self.upstream
         if self.sent is not None:
             if up is None or len(self.sent) + len(data) <= REPLAY_LIMIT:
@@ -205,9 +266,10 @@ class _Client(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.upstream is not None and not self.upstream.transport.is_closing():
+        if self.upstream_eof:  # both ways done: close (no half-close to pass on)
+            self._maybe_close()
+        elif self.upstream is not None and not self.upstream.transport.is_closing():
             self.upstream.transport.write_eof()
-        self._maybe_close()
         return True
 
     def _maybe_close(self) -> None:
@@ -229,6 +291,10 @@ class _Client(asyncio.Protocol):
         self.public.clients.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.dialing is not None:
+            asyncio.get_running_loop().remove_writer(self.dialing.fileno())
+            self.dialing.close()
+            self.dialing = None
         up = self.upstream
         if up is not None:
             if exc is not None:
@@ -251,8 +317,8 @@ class _Client(asyncio.Protocol):
             self.replays += 1
             self.tried.add(up.backend)
             self.transport.pause_reading()
-            loop = asyncio.get_running_loop()
-            self.task = loop.create_task(self.connect(loop.time() + self.public.hold))
+            self.deadline = asyncio.get_running_loop().time() + self.public.hold
+            self.dial()
             return
         if exc is not None:
             _reset(self.transport)
@@ -260,7 +326,7 @@ class _Client(asyncio.Protocol):
             self.transport.close()
 
 
-class _Upstream(asyncio.Protocol):
+class _Upstream(asyncio.BufferedProtocol):
     """The backend side of one proxied connection."""
 
     def __init__(self, client: _Client, backend: Backend):
@@ -274,7 +340,11 @@ class _Upstream(asyncio.Protocol):
         transport.set_write_buffer_limits(HIGH_WATER)
         self.backend.opened()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _CHUNK
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _CHUNK[:nbytes]
         if not self.answered:
             self.answered = True
             self.client.sent = None  # answered: nothing will be replayed
@@ -285,9 +355,10 @@ class _Upstream(asyncio.Protocol):
         if not self.answered:
             return False  # closed without a byte: connection_lost decides about a replay
         c.upstream_eof = True
-        if not c.transport.is_closing():
+        if c.eof:
+            c._maybe_close()
+        elif not c.transport.is_closing():
             c.transport.write_eof()
-        c._maybe_close()
         return True
 
     def pause_writing(self) -> None:
@@ -299,6 +370,17 @@ class _Upstream(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.backend.closed()
         self.client.upstream_lost(self, exc)
+
+
+def _transport(loop, sock: socket.socket, protocol: _Upstream) -> None:
+    """A transport around a connected socket, made at once: ``create_connection`` would cost a
+    task and three more turns of the loop per connection; the selector loop's own factory does
+    the same work synchronously (connection_made follows on the next turn)."""
+    make = getattr(loop, "_make_socket_transport", None)
+    if make is not None:
+        protocol.transport = make(sock, protocol)  # usable now; connection_made comes next turn
+    else:  # another loop: the public way
+        loop.create_task(loop.create_connection(lambda: protocol, sock=sock))
 
 
 def _reset(transport: asyncio.BaseTransport) -> None:
