@@ -69,6 +69,28 @@ class StateError(RevostackError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean "x"?)`` when a choice is close to ``word``, else ``""``."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    """`` (did you mean "x"?)`` when a choice is close to ``word``, else ``""``: similar by
+    difflib's measure, or one typo away (a letter wrong, missing, extra, or two swapped —
+    which catches short names like "bd" for "db")."""
+    ordered = sorted(choices)
+    typo = sorted((c for c in ordered if len(word) > 1 and _typos(word.lower(), c.lower()) <= 1),
+                  key=lambda c: abs(len(c) - len(word)))  # one typo away wins; a swap before a drop
+    close = typo[:1] or difflib.get_close_matches(word, ordered, n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _typos(a: str, b: str) -> int:
+    """Optimal string alignment distance: edits with adjacent swaps, capped at 2."""
+    if abs(len(a) - len(b)) > 1:
+        return 2
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return min(prev[-1], 2)

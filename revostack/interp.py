@@ -40,6 +40,46 @@ def _parse_braced(body: str) -> tuple[str | None, str | None, str | None, str | 
     return body, None, None, None
 
 
+_VALID_BODY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?::?-.*)?|port|host|[A-Za-z0-9][A-Za-z0-9_-]*\.(?:port|host)", re.S)
+
+
+def malformed(text: str, shell: bool = False) -> list[tuple[str, str]]:
+    """``(fragment, why)`` for each ``${`` that is never closed and — outside a shell command,
+    where the shell has forms of its own — each ``${...}`` that is no reference revostack knows."""
+    out = []
+    i = 0
+    while True:
+        i = text.find("$", i)
+        if i < 0 or i + 1 >= len(text):
+            return out
+        if text[i + 1] == "$":
+            i += 2
+            continue
+        if text[i + 1] != "{":
+            i += 1
+            continue
+        end = text.find("}", i + 2)
+        if end < 0:
+            frag = text[i:i + 24]
+            out.append((frag, f'unterminated "{frag}": "${{" without its closing "}}"'))
+            return out
+        body = text[i + 2:end]
+        if not shell and not _VALID_BODY.fullmatch(body):
+            out.append((text[i:end + 1], _why(body)))
+        i = end + 1
+
+
+def _why(body: str) -> str:
+    ref = "${" + body + "}"
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_-]*)\.(.*)", body)
+    if m:
+        return f'{ref}: a service has only .port and .host, not ".{m.group(2)}"'
+    if not body:
+        return f"{ref} is empty: write ${{VAR}}, ${{port}}, ${{host}} or ${{NAME.port}}"
+    return (f"{ref} is not a reference: write ${{VAR}}, ${{VAR:-default}}, ${{port}}, ${{host}}, "
+            "${NAME.port} or ${NAME.host} (and $$ for a literal $)")
+
+
 def references(text: str) -> list[Ref]:
     refs = []
     for m in _TOKEN.finditer(text):

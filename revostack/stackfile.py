@@ -228,20 +228,31 @@ class _Loader:
             return None
         return value
 
-    def string_list(self, table, key, path) -> tuple[str, ...] | None:
+    def string_list(self, table, key, path, scalar_ok: bool = False) -> tuple[str, ...] | None:
+        """An array of strings (or, with ``scalar_ok``, one string). A lone string where an array
+        is wanted is an error with the fix: ``use ["**/*.py"]``."""
         value = table.get(key)
         if value is None:
             return None
         if isinstance(value, str):
-            return (value,)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        self.err(path + (key,), "must be a string or an array of strings")
-        return None
+            if scalar_ok:
+                return (value,)
+            self.err(path + (key,), f"must be an array of strings, not a string: use [{_toml(value)}]")
+            return None
+        if not isinstance(value, list):
+            self.err(path + (key,), f"must be {'a string or ' if scalar_ok else ''}an array of strings, "
+                     f"not {_type_name(value)}")
+            return None
+        for v in value:
+            if not isinstance(v, str):
+                self.err(path + (key,), f"entries must be strings, not {_type_name(v)}: use [{_toml(str(v))}]",
+                         needle=str(v).lower() if isinstance(v, bool) else str(v))
+                return None
+        return tuple(value)
 
     # -- sections ----------------------------------------------------------------------------
     def env_files(self, table, path, base: Path) -> dict[str, str]:
-        files = self.string_list(table, "env_file", path)
+        files = self.string_list(table, "env_file", path, scalar_ok=True)
         merged: dict[str, str] = {}
         if files is None:
             default = base / ".env"
@@ -297,8 +308,12 @@ class _Loader:
         if isinstance(value, list):
             out = []
             for v in value:
+                if isinstance(v, str) and v.strip().isdigit():
+                    self.err(path + ("fallback",), f"entries must be integers, not a string: use {v.strip()}", needle=v)
+                    continue
                 if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
-                    self.err(path + ("fallback",), f"{v!r} is not a port between 1 and 65535", needle=str(v))
+                    self.err(path + ("fallback",), f"{v!r} is not a port between 1 and 65535",
+                             needle=str(v).lower() if isinstance(v, bool) else str(v))
                     continue
                 out.append(v)
             return tuple(out)
@@ -364,7 +379,8 @@ class _Loader:
                     continue
                 items.append((k, v))
         else:
-            self.err(path + ("depends_on",), f"must be an array or a table, not {_type_name(value)}")
+            hint = f': use [{_toml(value)}] or {{ {value} = "healthy" }}' if isinstance(value, str) else ""
+            self.err(path + ("depends_on",), f"must be an array or a table, not {_type_name(value)}{hint}")
             return ()
         out = []
         for name, cond in items:
@@ -611,7 +627,12 @@ class _Loader:
             self.check_refs(value, ("env", key), stack, None, before, shell=False)
 
     def check_refs(self, text: str, path, stack: Stack, svc: Service | None, known: set[str], shell: bool) -> None:
+        bad = interp.malformed(text, shell)
+        for fragment, why in bad:
+            self.err(path, why, needle=fragment)
         for ref in interp.references(text):
+            if any(ref.text in fragment for fragment, _ in bad):
+                continue
             if ref.is_stack_ref:
                 if ref.service == "":
                     if svc is None:
@@ -630,6 +651,11 @@ class _Loader:
                 hint = (" (it is set later in the same table: a value can only use variables set before it)" if later
                         else did_you_mean(ref.var or "", known - set(self.environ)))
                 self.err(path, f'unknown variable "{ref.var}" in {ref.text}{hint}', needle=ref.text)
+
+
+def _toml(text: str) -> str:
+    """``text`` as a TOML basic string, for hints."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def env_prefix(name: str) -> str:

@@ -120,7 +120,7 @@ def test_wrong_types(here):
         "Stackfile.toml:7:1: services.web.autostart: must be a boolean, not a string",
         "Stackfile.toml:8:1: services.web.scale: must be an integer, not a number",
         "Stackfile.toml:9:1: services.web.health: must be a table, not a string",
-        "Stackfile.toml:10:1: services.web.watch: must be a string or an array of strings",
+        "Stackfile.toml:10:10: services.web.watch: entries must be strings, not an integer: use [\"1\"]",
     ]
 
 
@@ -269,7 +269,8 @@ def test_fallback_range_backwards(here):
     ('"0-10"', 'range "0-10" goes outside 1-65535'),
     ('"65000-70000"', 'range "65000-70000" goes outside 1-65535'),
     ("[8001, 70000]", "70000 is not a port between 1 and 65535"),
-    ('[8001, "8002"]', "'8002' is not a port between 1 and 65535"),
+    ('[8001, "8002"]', "entries must be integers, not a string: use 8002"),
+    ('[8001, "x"]', "'x' is not a port between 1 and 65535"),
     ("5", "must be an array of ports or a range string, not an integer"),
 ])
 def test_bad_fallbacks(here, fallback, message):
@@ -763,7 +764,7 @@ def test_full_service(here):
         depends_on = { db = "healthy", migrate = "completed" }
         health = { http = "http://${host}:${port}/health", interval = 0.5, timeout = 1, retries = 5, start_period = 30 }
         watch = ["**/*.py"]
-        watch_ignore = "tests/**"
+        watch_ignore = ["tests/**"]
         stop_signal = "SIGINT"
         scale = 3
         autostart = false
