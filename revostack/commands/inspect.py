@@ -1,0 +1,244 @@
+"""Commands that look without starting anything: check, ports, graph, scan, history."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from revostack.errors import EXIT_FAILED, EXIT_OK, EXIT_PORTS, UsageError
+from revostack.commands.common import display, live_ports, strategy_of, load_stack, make_plan
+
+
+def cmd_check(args) -> int:
+    import shutil
+    import shlex
+
+    from revostack.commands.honcho import honcho_files
+    from revostack.plan import secret_like
+
+    root, procfile, _, values = honcho_files(args)
+    if not getattr(args, "file", None) and (values.get("PROCFILE") or os.environ.get("PROCFILE")):
+        args.file = str(procfile)  # honcho: PROCFILE selects the Procfile
+    stack = load_stack(args, start=root)
+    if stack.kind == "procfile":  # honcho's own line, as honcho logs it (on stderr)
+        import time
+
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] [INFO] Valid procfile detected "
+              f"({', '.join(stack.services)})", file=sys.stderr)
+    plan = make_plan(stack, list(stack.services))
+    out = [f"{display(stack.path)}: stack \"{stack.name}\", {len(stack.services)} service"
+           f"{'s' if len(stack.services) != 1 else ''}: valid", "", "start order:"]
+    for i, level in enumerate(plan.levels, 1):
+        out.append(f"  {i}. " + ", ".join(level))
+    warnings = []
+    shared = {}
+    for inst in plan.instances:
+        for k, v in inst.env.items():
+            if k.endswith(("_PORT", "_HOST")) and k not in stack.env and k not in stack.dotenv and k not in os.environ:
+                shared[k] = v
+    if shared:
+        out += ["", "every service gets:"] + [f"  {k}={shared[k]}" for k in sorted(shared)]
+    own_keys = set(stack.dotenv) | set(stack.env)
+    for inst in plan.instances:
+        svc = inst.service
+        port = "-" if inst.port.port is None else str(inst.port.port)
+        out.append("")
+        out.append(f"{inst.name}: port {port}" + (f" ({inst.port.reason})" if inst.port.reason else ""))
+        out.append(f"  cmd: {inst.cmd if isinstance(inst.cmd, str) else shlex.join(inst.cmd)}")
+        if svc.cwd != stack.root:
+            out.append(f"  cwd: {display(svc.cwd)}")
+        if svc.depends_on:
+            out.append("  depends on: " + ", ".join(f"{d.name} ({d.condition.value})" for d in svc.depends_on))
+        if inst.health:
+            out.append(f"  health: {inst.health.kind.value} {inst.health.target}" + (" (default)" if inst.health.implicit else ""))
+        keys = own_keys | set(svc.dotenv) | set(svc.env) | ({svc.port_env} if svc.port is not None else set())
+        for k in sorted(k for k in inst.env if k in keys):
+            v = inst.env[k]
+            out.append(f"  {k}={'****' if secret_like(k) and v else v}")
+        program = _program(inst.cmd)
+        if program and inst.index == 1:
+            path_env = inst.env.get("PATH", os.environ.get("PATH", ""))
+            found = shutil.which(program, path=path_env) or (
+                "/" in program and os.access(svc.cwd / program, os.X_OK)) or _is_shell_builtin(program)
+            if not found:
+                warnings.append(f"warning: {svc.name}: program \"{program}\" not found on PATH or in {display(svc.cwd)}")
+    print("\n".join(out))
+    for w in warnings:
+        print(w, file=sys.stderr)
+    if plan.failures:
+        for f in plan.failures:
+            print(f"error: {f}", file=sys.stderr)
+        return EXIT_PORTS
+    return EXIT_OK
+
+
+def _program(cmd) -> str | None:
+    import shlex
+
+    try:
+        words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    except ValueError:
+        return None
+    for w in words:
+        if w == "exec" or ("=" in w and not w.startswith(("/", "."))):
+            continue
+        return None if w.startswith("$") else w
+    return None
+
+
+def _is_shell_builtin(word: str) -> bool:
+    return word in {"cd", "echo", "exec", "export", "printf", "read", "set", "test", "trap", "true", "false",
+                    "while", "for", "if", "until", "[", ":", ".", "source", "sleep", "wait", "exit", "eval", "ulimit",
+                    "umask", "{", "("}
+
+
+def cmd_ports(args) -> int:
+    from revostack.stackfile import env_prefix
+
+    stack = load_stack(args)
+    live = live_ports(stack)
+    rows = []
+    if live is not None:
+        instances = live
+        is_live = True
+    else:
+        plan = make_plan(stack, list(stack.services), strategy=strategy_of(args))
+        is_live = False
+        instances = []
+        for inst in plan.instances:
+            if inst.service.port is None:
+                continue
+            instances.append({"instance": inst.name, "service": inst.service.name, "env": inst.service.port_env,
+                              "preferred": inst.port.preferred, "assigned": inst.port.port,
+                              "reason": inst.port.reason, "holder": inst.port.holder.to_json() if inst.port.holder else None})
+            if inst.service.handoff.value != "none":
+                instances[-1]["handoff"] = inst.service.handoff.value
+                if inst.service.handoff.value == "proxy":
+                    instances[-1]["private"] = None
+    failed = [i for i in instances if i["assigned"] is None]
+    if args.json:
+        print(json.dumps({"stack": stack.name, "live": is_live, "instances": instances}, indent=2))
+    elif args.env:
+        seen = set()
+        for i in instances:
+            if i["assigned"] is None:
+                continue
+            svc = stack.services.get(i["service"])
+            names = [env_prefix(i["service"])] if i["instance"].endswith(".1") else []
+            if svc is not None and svc.scale > 1:
+                names.append(env_prefix(i["instance"]))
+            for n in names:
+                if n not in seen:
+                    seen.add(n)
+                    print(f"export {n}_PORT={i['assigned']}")
+    else:
+        for i in instances:
+            why = i["reason"] or ""
+            if i.get("handoff"):
+                behind = f", private {i['private']}" if i.get("private") else ""
+                why = "; ".join(w for w in (why, f"public port ({i['handoff']}{behind})") if w)
+            rows.append([i["instance"], i["preferred"], "-" if i["assigned"] is None else i["assigned"], i["env"], why])
+        if rows:
+            from revostack.output import table
+
+            print(table(["instance", "preferred", "assigned", "env", "why"], rows))
+        else:
+            print("no service declares a port")
+        print("(live: the stack is running)" if is_live else "(plan: what `revostack up` would assign now)")
+    return EXIT_PORTS if failed and not is_live else EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    stack = load_stack(args)
+    from revostack import render
+
+    print(render.graph(stack, args.format))
+    return EXIT_OK
+
+
+def cmd_scan(args) -> int:
+    from revostack import output, probe
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    rd = RunDir(stack)
+    world = probe.ProbeWorld(stack.host, rd.ownership(running=rd.is_locked()))
+    entries: list[tuple[int, str | None, str]] = []
+    if args.range:
+        lo, _, hi = args.range.partition("-")
+        if not (lo.isdigit() and hi.isdigit()) or not (1 <= int(lo) <= int(hi) <= 65535):
+            raise UsageError(f'bad range "{args.range}": use A-B with 1 <= A <= B <= 65535')
+        entries = [(p, None, "range") for p in range(int(lo), int(hi) + 1)]
+    else:
+        seen = set()
+        for svc in stack.services.values():
+            if not svc.port:
+                continue
+            for idx, _inst in enumerate(svc.instances, 1):
+                pref = svc.port + idx - 1
+                if pref not in seen:
+                    seen.add(pref)
+                    entries.append((pref, svc.name, "preferred"))
+            for p in svc.fallback:
+                if p not in seen:
+                    seen.add(p)
+                    entries.append((p, svc.name, "fallback"))
+    listening = probe.listeners()
+    rows = []
+    taken_preferred = False
+    for port, service, role in entries:
+        held = port in listening and any(probe.conflicts(ip, stack.host) for ip, _ in listening[port])
+        if not held and not args.range:
+            held = not world.is_free(port)
+        holder = world.holder(port) if held else None
+        if held and role == "preferred" and (holder is None or holder.cls != "ours-running"):
+            taken_preferred = True
+        rows.append({"port": port, "service": service, "role": role, "status": "held" if held else "free",
+                     "holder": holder.to_json() if holder else None})
+    if args.json:
+        print(json.dumps({"ports": rows}, indent=2))
+    else:
+        shown = [r for r in rows if r["status"] == "held" or not args.range]
+        print(output.table(["port", "service", "role", "status", "pid", "user", "name", "class", "command"], [
+            [r["port"], r["service"] or "-", r["role"], r["status"],
+             *((r["holder"]["pid"] or "?", r["holder"]["user"] or "?", r["holder"]["name"] or "?", r["holder"]["class"],
+                _short(r["holder"]["cmdline"])) if r["holder"] else ("", "", "", "", ""))] for r in shown]))
+        if args.range:
+            free = sum(1 for r in rows if r["status"] == "free")
+            print(f"{free} of {len(rows)} ports free in {args.range}")
+    return EXIT_FAILED if taken_preferred else EXIT_OK
+
+
+def _short(cmd: str | None, width: int = 60) -> str:
+    if not cmd:
+        return ""
+    cmd = " ".join(cmd.split())
+    return cmd if len(cmd) <= width else cmd[: width - 1] + "…"
+
+
+def cmd_history(args) -> int:
+    from revostack import output
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    items = RunDir(stack).read_history()
+    if args.n is not None:
+        items = items[-args.n:] if args.n > 0 else []
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return EXIT_OK
+    if not items:
+        print("no port conflicts recorded")
+        return EXIT_OK
+    print(output.table(["time", "service", "port", "holder", "class", "strategy", "action", "result"], [
+        [i.get("time", ""), i.get("service") or "-", i.get("port") or "-",
+         _holder_text(i.get("holder")), i.get("class", ""), i.get("strategy", ""), i.get("action", ""),
+         _short(str(i.get("result", "")), 40)] for i in items]))
+    return EXIT_OK
+
+
+def _holder_text(h) -> str:
+    if not isinstance(h, dict):
+        return "-"
+    return f"pid {h.get('pid')} {h.get('name') or ''}".strip()

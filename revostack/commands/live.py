@@ -1,0 +1,59 @@
+"""Commands that ask the running stack: ps, logs, restart, top."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from revostack.errors import EXIT_OK
+from revostack.commands.common import load_stack
+
+
+def cmd_ps(args) -> int:
+    from revostack import control, output, stats
+
+    stack = load_stack(args)
+    reply = control.request_if_running(stack, {"cmd": "ps"})
+    if reply is None:
+        if args.json:
+            print(json.dumps({"stack": stack.name, "running": False, "instances": []}, indent=2))
+        else:
+            print(f"stack \"{stack.name}\" is not running")
+        return EXIT_OK
+    rows = stats.rows(reply)
+    if args.json:
+        print(json.dumps({"stack": stack.name, "running": True, "instances": rows}, indent=2))
+        return EXIT_OK
+    print(output.table(["instance", "state", "pid", "port", "health", "restarts", "uptime", "cpu", "memory"], [
+        [r["instance"], r["state"], r["pid"] or "-", output.port_cell(r), r["health"] or "-", r["restarts"],
+         output.human_duration(r["uptime_s"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
+         output.human_bytes(r["memory_bytes"])] for r in rows]))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    from revostack import logs, output
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    return logs.show(RunDir(stack), stack, list(args.services), args.lines, args.follow,
+                     color=output.color_enabled(sys.stdout, False))
+
+
+def cmd_restart(args) -> int:
+    from revostack import control
+    from revostack.errors import StateError
+
+    stack = load_stack(args)
+    stack.selection(list(args.services))  # unknown names: exit 2 with a suggestion
+    reply = control.request_if_running(stack, {"cmd": "restart", "services": list(args.services), "deps": args.deps})
+    if reply is None:
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)")
+    print("restarting " + ", ".join(reply.get("restarted", [])))
+    return EXIT_OK
+
+
+def cmd_top(args) -> int:
+    from revostack import dashboard
+
+    return dashboard.top(load_stack(args), once=args.once)

@@ -1,0 +1,106 @@
+"""Starting and stopping the stack: up, down."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from revostack.errors import EXIT_FAILED, EXIT_OK, EXIT_PORTS, UsageError
+from revostack.commands.common import child_color, run_async, strategy_of, load_stack
+
+
+def cmd_up(args) -> int:
+    from revostack import output
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    if args.dashboard and not sys.stdout.isatty():
+        raise UsageError("--dashboard needs a terminal")
+    rd = RunDir(stack)
+    rd.acquire()
+    try:
+        names = list(args.services) or None
+        selected = stack.selection(names)  # unknown names fail before anything starts
+        strategy = strategy_of(args) or stack.strategy
+        from revostack import conflicts, probe
+
+        say = lambda text: print(f"revostack: {text}", file=sys.stderr)  # noqa: E731
+        conflicts.reclaim_leftovers(stack, rd, strategy, say)
+        from revostack import plan as planmod
+
+        world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
+        ports = planmod.plan_ports(stack, selected, world, strategy)
+        plan = planmod.build(stack, selected, ports, os.environ, child_color(args.no_color))
+        reservations = probe.Reservations(stack.host)
+        plan = conflicts.settle(plan, rd, strategy, world, reservations, say)
+        if plan.failures:
+            reservations.release_all()
+            for f in plan.failures:
+                print(f"revostack: {f}", file=sys.stderr)
+            return EXIT_PORTS
+
+        from revostack import runtime
+
+        return run_async(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
+                                      timestamps=args.timestamps, abort_on_exit=args.abort_on_exit,
+                                      watch=not args.no_watch, dashboard=args.dashboard, reservations=reservations,
+                                      strategy=strategy))
+    finally:
+        rd.release()
+
+
+def cmd_down(args) -> int:
+    import time
+
+    from revostack import control, probe
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    rd = RunDir(stack)
+    state = rd.read_state() or {}
+    reply = control.request_if_running(stack, {"cmd": "stop"})
+    if reply is not None:
+        pid = reply.get("pid")
+        timeout = max([s.stop_timeout for s in stack.services.values()] + [stack.stop_timeout]) * 2 + 10
+        deadline = time.monotonic() + timeout
+        while rd.is_locked() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if rd.is_locked():
+            print(f"revostack: the stack (pid {pid}) is still stopping after {timeout:g}s", file=sys.stderr)
+            return EXIT_FAILED
+        insts = state.get("instances", {})
+        n = len(insts)
+        what = ", ".join(f"{k} pid {v['pid']}" if isinstance(v, dict) and isinstance(v.get("pid"), int) else str(k)
+                         for k, v in insts.items())
+        print(f"stopped stack \"{stack.name}\" (up pid {pid}, {n} instance{'s' if n != 1 else ''}"
+              + (f": {what})" if what else ")"))
+        return EXIT_OK
+    stopped_up = False
+    if rd.is_locked():
+        # an `up` holds the lock but its socket does not answer: ask it with a signal, if it is provably it
+        pid, ct = state.get("pid"), state.get("create_time")
+        if isinstance(pid, int) and probe.alive(pid, ct) and probe.may_signal(pid, ct, None):
+            import signal as _signal
+
+            try:
+                os.kill(pid, _signal.SIGCONT)  # a stopped (frozen) `up` could never handle the SIGTERM
+            except OSError:
+                pass
+            killed = dict(probe.terminate([pid], 15, 30, group=False)).get(pid)  # `up | tee`: not tee
+            print(f"stopped stack \"{stack.name}\" (up pid {pid} did not answer on its socket: sent SIGTERM"
+                  + (", then SIGKILL)" if killed else ")"))
+            stopped_up = True  # then whatever it could not stop is a leftover, stopped below
+    found, notes = probe.leftovers(rd.ownership(running=False))
+    for n in notes:
+        print(n)
+    if not found:
+        if not stopped_up:
+            print(f"stack \"{stack.name}\" is not running; nothing to stop")
+        rd.clear_state()
+        return EXIT_OK
+    results = dict(probe.terminate([p.pid for p in found], 15, stack.stop_timeout))
+    for p in found:
+        if p.pid in results:
+            print(f"stopped pid {p.pid} ({p.name}; {p.why})" + (" after SIGKILL" if results[p.pid] else ""))
+    rd.clear_state()
+    return EXIT_OK
