@@ -97,7 +97,8 @@ class PublicPort:
             except OSError:  # out of descriptors, or the listener closed: try again on the next wake
                 return
             conn.setblocking(False)
-            loop._make_socket_transport(conn, _Client(self), extra={"peername": peer})
+            client = _Client(self)
+            client.start(loop._make_socket_transport(conn, client, extra={"peername": peer}))
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -192,6 +193,11 @@ class _Client(asyncio.BufferedProtocol):
         self.deadline = 0.0
 
     def connection_made(self, transport) -> None:
+        if self.transport is None:  # accepted by asyncio's server (another loop): start now
+            self.start(transport)
+
+    def start(self, transport) -> None:
+        """Begin at once, dialling the backend while the transport's own start is still queued."""
         self.transport = transport
         transport.set_write_buffer_limits(HIGH_WATER)
         self.public.clients.add(self)
