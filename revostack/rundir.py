@@ -18,6 +18,27 @@ from revostack.errors import StateError
 STATE_VERSION = 1
 
 
+_STATE_TYPES = {"pid": int, "pgid": int, "create_time": (int, float), "port": int, "restarts": int,
+                "service": str, "state": str, "started_at": (int, float)}
+
+
+def _state_shape(data: Any) -> str | None:
+    """What is wrong with a parsed state (None when nothing): its shape and its field types."""
+    if not isinstance(data, dict):
+        return f"has the wrong shape (a JSON {type(data).__name__}, not an object)"
+    for key, kind in (("pid", int), ("create_time", (int, float)), ("instances", dict)):
+        if key in data and not (isinstance(data[key], kind) and not isinstance(data[key], bool)):
+            return f'has the wrong type for "{key}"'
+    for name, entry in data.get("instances", {}).items():
+        if not isinstance(entry, dict):
+            return f'has the wrong shape for instance "{name}"'
+        for key, kind in _STATE_TYPES.items():
+            v = entry.get(key)
+            if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+                return f'has the wrong type for "{name}" {key}'
+    return None
+
+
 class RunDir:
     def __init__(self, stack):
         self.stack = stack
@@ -55,14 +76,37 @@ class RunDir:
 
     # -- state -----------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any] | None:
-        """The state, or None when it is missing, unreadable or not ours."""
-        try:
-            data = json.loads(self.state_file.read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("instances", {}), dict):
-            return None
+        """The state, or None when it is missing, unreadable or not ours (``state_problem``
+        says which)."""
+        data, _ = self._load_state()
         return data
+
+    def state_problem(self) -> str | None:
+        """Why an existing state file cannot be used (None when it is fine, or absent)."""
+        return self._load_state()[1]
+
+    def _load_state(self) -> tuple[dict[str, Any] | None, str | None]:
+        path = self.state_file
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except IsADirectoryError:
+            return None, "is a directory"
+        except OSError as e:
+            return None, f"cannot be opened: {e.strerror or e}"
+        if not raw.strip():
+            return None, "is empty"
+        if b"\0" in raw:
+            return None, "holds NUL bytes"
+        try:
+            data = json.loads(raw)
+        except UnicodeDecodeError:
+            return None, "is not UTF-8 text"
+        except ValueError as e:
+            return None, f"is not valid JSON ({e.msg} at line {e.lineno}; truncated?)"
+        why = _state_shape(data)
+        return (None, why) if why else (data, None)
 
     def write_state(self, data: dict[str, Any]) -> None:
         self.ensure()

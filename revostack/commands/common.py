@@ -106,9 +106,34 @@ def run_async(coro) -> int:
     return asyncio.run(coro)
 
 
-def live_ports(stack):
+def live_ports(stack, when_down: str | None = None):
     """The running stack's assignments, or None when it is not running."""
+    reply = ask_running(stack, {"cmd": "ports"}, when_down) if when_down else None
+    if when_down is None:
+        from revostack import control
+
+        reply = control.request_if_running(stack, {"cmd": "ports"})
+    return None if reply is None else reply.get("instances")
+
+
+NOT_ANSWERING = "no stack answers on the control socket"
+
+
+def ask_running(stack, msg: dict, when_down: str):
+    """The running stack's reply (None when none answers). A state file that cannot be read is
+    said in one line on stderr, with what the command does instead (``when_down`` when no stack
+    answers): the control socket, not the file, is what tells whether the stack runs."""
     from revostack import control
 
-    reply = control.request_if_running(stack, {"cmd": "ports"})
-    return None if reply is None else reply.get("instances")
+    reply = control.request_if_running(stack, msg)
+    state_warning(stack, "asking the running stack instead" if reply is not None else when_down)
+    return reply
+
+
+def state_warning(stack, instead: str) -> None:
+    from revostack.rundir import RunDir
+
+    rd = RunDir(stack)
+    why = rd.state_problem()
+    if why:
+        print(f"revostack: {display(rd.state_file)} {why}, so it cannot be read; {instead}", file=sys.stderr)

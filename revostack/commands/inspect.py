@@ -97,7 +97,7 @@ def cmd_ports(args) -> int:
     from revostack.stackfile import env_prefix
 
     stack = load_stack(args)
-    live = live_ports(stack)
+    live = live_ports(stack, when_down="no stack answers on the control socket: showing the plan instead")
     rows = []
     if live is not None:
         instances = live

@@ -6,14 +6,14 @@ import json
 import sys
 
 from revostack.errors import EXIT_OK
-from revostack.commands.common import load_stack
+from revostack.commands.common import NOT_ANSWERING, ask_running, load_stack, state_warning
 
 
 def cmd_ps(args) -> int:
-    from revostack import control, output, stats
+    from revostack import output, stats
 
     stack = load_stack(args)
-    reply = control.request_if_running(stack, {"cmd": "ps"})
+    reply = ask_running(stack, {"cmd": "ps"}, f"{NOT_ANSWERING}: it is not running")
     if reply is None:
         if args.json:
             print(json.dumps({"stack": stack.name, "running": False, "instances": []}, indent=2))
@@ -36,17 +36,18 @@ def cmd_logs(args) -> int:
     from revostack.rundir import RunDir
 
     stack = load_stack(args)
+    state_warning(stack, "showing the log files as they are")
     return logs.show(RunDir(stack), stack, list(args.services), args.lines, args.follow,
                      color=output.color_enabled(sys.stdout, False))
 
 
 def cmd_restart(args) -> int:
-    from revostack import control
     from revostack.errors import StateError
 
     stack = load_stack(args)
     stack.selection(list(args.services))  # unknown names: exit 2 with a suggestion
-    reply = control.request_if_running(stack, {"cmd": "restart", "services": list(args.services), "deps": args.deps})
+    reply = ask_running(stack, {"cmd": "restart", "services": list(args.services), "deps": args.deps},
+                        f"{NOT_ANSWERING}: nothing to restart")
     if reply is None:
         raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)")
     print("restarting " + ", ".join(reply.get("restarted", [])))
@@ -56,4 +57,6 @@ def cmd_restart(args) -> int:
 def cmd_top(args) -> int:
     from revostack import dashboard
 
-    return dashboard.top(load_stack(args), once=args.once)
+    stack = load_stack(args)
+    state_warning(stack, "the live view asks the control socket only")
+    return dashboard.top(stack, once=args.once)

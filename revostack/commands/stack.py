@@ -6,7 +6,7 @@ import os
 import sys
 
 from revostack.errors import EXIT_FAILED, EXIT_OK, EXIT_PORTS, UsageError
-from revostack.commands.common import child_color, run_async, strategy_of, load_stack
+from revostack.commands.common import ask_running, child_color, load_stack, run_async, strategy_of
 
 
 def cmd_up(args) -> int:
@@ -52,13 +52,14 @@ def cmd_up(args) -> int:
 def cmd_down(args) -> int:
     import time
 
-    from revostack import control, probe
+    from revostack import probe
     from revostack.rundir import RunDir
 
     stack = load_stack(args)
     rd = RunDir(stack)
     state = rd.read_state() or {}
-    reply = control.request_if_running(stack, {"cmd": "stop"})
+    reply = ask_running(stack, {"cmd": "stop"},
+                        "looking for the stack's processes by their REVOSTACK_STACK marker instead")
     if reply is not None:
         pid = reply.get("pid")
         timeout = max([s.stop_timeout for s in stack.services.values()] + [stack.stop_timeout]) * 2 + 10
