@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--once", action="store_true", help="print one rendering and exit")
     sp = add("scan", "inspect:cmd_scan", "who holds the stack's ports (or a range)")
     sp.add_argument("--range", help="scan ports A-B instead of the declared ones")
+    sp.add_argument("--all", action="store_true", help="every declared port on its own row")
     sp.add_argument("--json", action="store_true")
     sp = add("history", "inspect:cmd_history", "the port conflicts met and what was done about them")
     sp.add_argument("-n", type=int, default=None, help="only the last N")

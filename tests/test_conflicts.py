@@ -86,9 +86,18 @@ def test_scan_lists_holders_and_classifies_them(tmp_path, reaper):
     stale = leave_stale(reaper, a, "own")["own"]  # this stack's leftover: `up own`, SIGKILLed
     me = getpass.getuser()
 
-    r = run("scan", folder=a)
+    r = run("scan", folder=a)  # compact: a row per service, fallbacks summed up
     assert r.returncode == 1, rc(r)  # a preferred port is taken
     assert "Traceback" not in r.stdout + r.stderr
+    for name, port, pid, cls, fallback in (("web", base, neighbour_pid, "external", base + 3),
+                                           ("api", base + 1, plain.pid, "external", base + 4),
+                                           ("own", base + 2, stale, "ours-stale", base + 5)):
+        assert re.search(rf"^{name}\s+{port}\s+held by pid {pid} python\S* \({cls}\)\s+{fallback} free$",
+                         r.stdout, re.M), f"{port}\n{r.stdout}"
+    assert len(r.stdout.splitlines()) == 4
+
+    r = run("scan", "--all", folder=a)  # every port on its own row
+    assert r.returncode == 1, rc(r)
     for port, pid, cls in ((base, neighbour_pid, "external"), (base + 1, plain.pid, "external"),
                            (base + 2, stale, "ours-stale")):
         assert re.search(rf"^{port}\s+\S+\s+preferred\s+held\s+{pid}\s+{me}\s+python\S*\s+{cls}\s+\S*python",
@@ -337,3 +346,21 @@ def test_migration_while_running_moves_and_restarts_dependents(tmp_path, reaper)
     stop(up, tmp_path)
     assert by.died() == []
     assert_nothing_left(sid)
+
+
+def test_compact_scan_sums_up_fallbacks_as_ranges_and_names_taken_ones():
+    from revostack.commands.inspect import _compact_scan, _ranges
+
+    assert _ranges([5, 1, 2, 3, 7, 8]) == "1–3, 5, 7–8"
+    assert _ranges([]) == ""
+    holder = {"pid": 42, "user": "me", "name": "nginx", "cmdline": "nginx", "class": "external"}
+    rows = [{"port": 8000, "service": "web", "role": "preferred", "status": "free", "holder": None},
+            {"port": 8001, "service": "web", "role": "preferred", "status": "held", "holder": holder}]
+    rows += [{"port": p, "service": "web", "role": "fallback", "status": "held" if p == 8005 else "free",
+              "holder": holder if p == 8005 else None} for p in range(8002, 8011)]
+    rows += [{"port": 9000, "service": "db", "role": "preferred", "status": "free", "holder": None}]
+    assert _compact_scan(rows) == [
+        ["web", 8000, "free", "8002–8004, 8006–8010 free; 8005 held by pid 42 nginx (external)"],
+        ["", 8001, "held by pid 42 nginx (external)", ""],
+        ["db", 9000, "free", "none"],
+    ]

@@ -198,6 +198,9 @@ def cmd_scan(args) -> int:
                      "holder": holder.to_json() if holder else None})
     if args.json:
         print(json.dumps({"ports": rows}, indent=2))
+    elif not args.range and not args.all:
+        print(output.table(["service", "port", "status", "fallbacks"], _compact_scan(rows)) if rows
+              else "no service declares a port")
     else:
         shown = [r for r in rows if r["status"] == "held" or not args.range]
         print(output.table(["port", "service", "role", "status", "pid", "user", "name", "class", "command"], [
@@ -208,6 +211,37 @@ def cmd_scan(args) -> int:
             free = sum(1 for r in rows if r["status"] == "free")
             print(f"{free} of {len(rows)} ports free in {args.range}")
     return EXIT_FAILED if taken_preferred else EXIT_OK
+
+
+def _compact_scan(rows: list[dict]) -> list[list[str]]:
+    """One row per preferred port; a service's fallbacks summed up as ranges on its first row
+    (``15433–15452 free``), with any taken one named by its holder."""
+    out = []
+    for service in dict.fromkeys(r["service"] for r in rows):
+        mine = [r for r in rows if r["service"] == service]
+        fallbacks = [r for r in mine if r["role"] == "fallback"]
+        free = _ranges([r["port"] for r in fallbacks if r["status"] == "free"])
+        held = [f"{r['port']} held by {_who(r['holder'])}" for r in fallbacks if r["status"] == "held"]
+        summary = "; ".join(([f"{free} free"] if free else []) + held) or "none"
+        for i, r in enumerate(r for r in mine if r["role"] == "preferred"):
+            status = f"held by {_who(r['holder'])}" if r["status"] == "held" else "free"
+            out.append([service if i == 0 else "", r["port"], status, summary if i == 0 else ""])
+    return out
+
+
+def _who(holder: dict | None) -> str:
+    return f"{_holder_text(holder)} ({holder.get('class')})" if isinstance(holder, dict) else "an unknown process"
+
+
+def _ranges(ports: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``1–3, 5``."""
+    spans: list[list[int]] = []
+    for p in sorted(ports):
+        if spans and p == spans[-1][1] + 1:
+            spans[-1][1] = p
+        else:
+            spans.append([p, p])
+    return ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def _short(cmd: str | None, width: int = 60) -> str:
