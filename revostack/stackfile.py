@@ -392,11 +392,24 @@ class _Loader:
 
     # -- the whole file ----------------------------------------------------------------------
     def load(self) -> Stack:
+        doc = self.parse()
+        return self.build(doc)
+
+    def parse(self) -> dict:
+        """The document. tomllib reads it (a few ms; tomlkit costs ~30 ms to import and as much
+        to parse); only a file with a syntax error is read again by tomlkit, whose messages and
+        positions the errors keep."""
+        import tomllib
+
+        try:
+            return tomllib.loads(self.text)
+        except (tomllib.TOMLDecodeError, RecursionError):
+            pass  # worded and located by tomlkit below
         import tomlkit
         from tomlkit.exceptions import ParseError
 
         try:
-            doc = tomlkit.parse(self.text).unwrap()
+            return tomlkit.parse(self.text).unwrap()
         except ParseError as e:
             msg = str(e)
             msg = re.sub(r"\s+at line \d+ col \d+$", "", msg)
@@ -406,6 +419,7 @@ class _Loader:
             line, col = self.loc.repeated(m.group(1)) if m else (None, None)
             raise ConfigError([Problem(self.display, f"invalid TOML: {e}", line, col)]) from None
 
+    def build(self, doc: dict) -> Stack:
         root = self.path.parent
         self.unknown_keys(doc, TOP_KEYS, ())
         st = self.get(doc, "stack", (), (dict,), "a table") or {}
