@@ -34,7 +34,7 @@ class _Skipped:
 
 
 COMMANDS = ("check", "ports", "graph", "init", "up", "down", "ps", "logs", "restart", "run", "start", "top", "scan",
-            "history", "export")
+            "history", "export", "attach", "stop", "scale", "reload")
 _VALUED = {"-f", "--file", "--procfile", "-e", "--env", "-d", "--app-root"}  # global options that take a value
 
 
@@ -99,6 +99,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=True)
     sp.add_argument("--no-color", "--no-colour", dest="no_color", action="store_true", default=argparse.SUPPRESS)
     sp.add_argument("--dashboard", action="store_true", help="a live table in place of the scrolling log")
+    sp.add_argument("-d", "--detach", action="store_true",
+                    help="start in the background; return once every service is up (or failed)")
     sp = add("down", "stack:cmd_down", "stop the running stack (or what a dead `up` left behind)")
     sp = add("ps", "live:cmd_ps", "live status of every instance")
     sp.add_argument("--json", action="store_true")
@@ -120,6 +122,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", help="comma-separated processes whose output is not shown")
     sp.add_argument("--no-colour", "--no-color", dest="no_color", action="store_true", default=argparse.SUPPRESS)
     sp.add_argument("--no-prefix", action="store_true", default=argparse.SUPPRESS)
+    sp = add("attach", "longrun:cmd_attach", "follow the running stack's output (Ctrl-C leaves; the stack keeps running)")
+    sp.add_argument("services", nargs="*", metavar="SERVICE")
+    sp.add_argument("--no-color", "--no-colour", dest="no_color", action="store_true", default=argparse.SUPPRESS)
+    sp = add("stop", "longrun:cmd_stop", "stop services of the running stack (they stay stopped until restart)")
+    sp.add_argument("services", nargs="+", metavar="SERVICE")
+    sp.add_argument("--deps", action="store_true", help="also stop the services that depend on them (first)")
+    sp = add("scale", "longrun:cmd_scale", "change how many instances of running services run")
+    sp.add_argument("counts", nargs="+", metavar="SERVICE=N")
+    add("reload", "longrun:cmd_reload", "apply the Stackfile as it is now to the running stack")
     sp = add("top", "live:cmd_top", "a live view of the running stack (q to quit; the stack keeps running)")
     sp.add_argument("--once", action="store_true", help="print one rendering and exit")
     sp = add("scan", "inspect:cmd_scan", "who holds the stack's ports (or a range)")

@@ -3,8 +3,11 @@
 Protocol: the client connects to ``.revostack/control.sock`` (mode 0600), sends one JSON
 object on one line, and reads one JSON object on one line back. Requests:
 ``{"cmd": "ping"}``, ``{"cmd": "ps"}``, ``{"cmd": "ports"}``,
-``{"cmd": "restart", "services": [...], "deps": false}``, ``{"cmd": "stop"}``.
-Every reply has ``"ok"``; errors carry ``"error"``. Every client call has a timeout.
+``{"cmd": "restart", "services": [...], "deps": false}``, ``{"cmd": "stop"}`` (the whole stack),
+``{"cmd": "stop-services", "services": [...], "deps": false}``, ``{"cmd": "scale", "scale":
+{"web": 3}}``, ``{"cmd": "reload"}``. Every reply has ``"ok"``; errors carry ``"error"``. Every
+client call has a timeout. ``{"cmd": "attach", "services": [...], "color": bool}`` is answered
+by one line (``{"ok": true}``) and then the live output, until either side closes.
 """
 
 from __future__ import annotations
@@ -47,11 +50,21 @@ async def _handle(sup, reader, writer) -> None:
             line = await reader.readline()
         try:
             req = json.loads(line)
-            reply = answer(sup, req if isinstance(req, dict) else {})
+            req = req if isinstance(req, dict) else {}
         except ValueError:
+            req = None
+        if req is None:
             reply = {"ok": False, "error": "bad request: not JSON"}
+        elif req.get("cmd") in CHANGES:
+            reply = checked(sup, req) or await change(sup, req)
+        else:
+            reply = answer(sup, req)
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
+        if req is not None and req.get("cmd") == "attach" and reply.get("ok"):
+            from revostack import attach
+
+            await attach.stream(sup, req, reader, writer)
     except (asyncio.TimeoutError, OSError):
         pass
     finally:
@@ -83,6 +96,38 @@ def answer(sup, req: dict[str, Any]) -> dict[str, Any]:
         sup.request_stop("revostack down")
         return {"ok": True, "pid": snap["pid"]}
     return {"ok": False, "error": f"unknown request {cmd!r}"}
+
+
+CHANGES = {"stop-services", "scale", "reload", "attach"}
+
+
+def checked(sup, req: dict[str, Any]) -> dict[str, Any] | None:
+    """An error reply for a change that names what is not there (nothing is changed then)."""
+    from revostack.errors import did_you_mean
+
+    names = list(req.get("services") or []) + list((req.get("scale") or {}).keys())
+    unknown = [n for n in names if n not in sup.stack.services]
+    if unknown:
+        return {"ok": False, "error": "; ".join(f'unknown service "{n}"{did_you_mean(n, sup.stack.services)}'
+                                                for n in unknown)}
+    for name, n in (req.get("scale") or {}).items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            return {"ok": False, "error": f"{name}: the number of instances must be 0 or more, not {n!r}"}
+    return None
+
+
+async def change(sup, req: dict[str, Any]) -> dict[str, Any]:
+    from revostack import operate
+
+    cmd = req["cmd"]
+    if cmd == "stop-services":
+        return {"ok": True, "stopped": await operate.stop_services(sup, list(req.get("services") or []),
+                                                                   bool(req.get("deps")))}
+    if cmd == "scale":
+        return {"ok": True, **await operate.scale(sup, dict(req.get("scale") or {}))}
+    if cmd == "reload":
+        return await operate.reload(sup)
+    return {"ok": True}  # attach: the stream follows
 
 
 def ports_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:

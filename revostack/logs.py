@@ -12,14 +12,14 @@ from revostack.sink import COLORS
 
 
 def _files(rundir, stack, names: list[str]) -> dict[str, Path]:
-    found = {p.stem: p for p in sorted(rundir.logs.glob("*.log")) if p.stem != "revostack"}
-    if not names:
-        return found
+    found = {p.stem: p for p in sorted(rundir.logs.glob("*.log")) if p.stem not in ("revostack", "up")}
+    if not names:  # revostack's own lines (system.log) only when asked for: `revostack logs system`
+        return {k: v for k, v in found.items() if k != "system"}
     out = {}
     for n in names:
         hits = {k: v for k, v in found.items() if k == n or k.rsplit(".", 1)[0] == n}
         if not hits:
-            if n not in stack.services:
+            if n not in stack.services and n != "system":
                 from revostack.errors import did_you_mean
 
                 raise UsageError(f'unknown service "{n}"{did_you_mean(n, stack.services)}')

@@ -10,11 +10,12 @@ from revostack.supervisor import Options, Supervisor
 
 
 async def up(plan: Plan, rundir, *, color: bool, timestamps: bool = True, abort_on_exit: bool = False,
-             watch: bool = True, dashboard: bool = False, reservations=None, strategy=None) -> int:
+             watch: bool = True, dashboard: bool = False, reservations=None, strategy=None, detached: bool = False) -> int:
     rundir.ensure()
-    sink = Sink(sys.stdout.buffer, color=color, timestamps=timestamps, log_dir=rundir.logs, echo=not dashboard)
-    sup = Supervisor(plan, sink, rundir, Options(abort_on_exit=abort_on_exit, watch=watch, strategy=strategy),
-                     reservations=reservations)
+    sink = Sink(sys.stdout.buffer, color=color, timestamps=timestamps, log_dir=rundir.logs,
+                echo=not (dashboard or detached))  # detached: output only to the log files
+    sup = Supervisor(plan, sink, rundir, Options(abort_on_exit=abort_on_exit, watch=watch, strategy=strategy,
+                                                 detached=detached), reservations=reservations)
     _announce_moves(sink, plan)
     if dashboard:
         from revostack import dashboard as dash

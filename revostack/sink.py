@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)  # ANSI foregrounds, honcho's order first
 SYSTEM_COLOR = 1  # bold
@@ -39,6 +39,17 @@ class _Stream:
         self.tail = b""  # the last bytes of output, to read an exit's cause (e.g. address in use)
 
 
+class Tap:
+    """One attached client: which instances (None: all, system lines included), with colour or
+    not, and where its batches go (``write`` must not block: it drops a client that lags)."""
+
+    def __init__(self, names: set[str] | None, color: bool, write: Callable[[bytes], None]):
+        self.names = names
+        self.color = color
+        self.write = write
+        self.queue: list[bytes] = []
+
+
 class Sink:
     def __init__(self, out: BinaryIO | None = None, *, color: bool = False, timestamps: bool = True,
                  prefix: bool = True, log_dir: Path | None = None, quiet: set[str] | None = None,
@@ -58,6 +69,10 @@ class Sink:
         self.scheduled = False
         self._clock = (-1, b"", b"")  # (second, "HH:MM:SS ", "YYYY-MM-DDTHH:MM:SS ")
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.taps: list[Tap] = []  # `revostack attach` clients: the same lines, fanned out per flush
+        self._system = _Stream("system")  # revostack's own lines, logged too (what `up -d` says)
+        if log_dir is not None:
+            self._system.log_path = log_dir / "system.log"
 
     # -- set-up ------------------------------------------------------------------------------
     def add(self, name: str, service: str | None = None) -> None:
@@ -84,11 +99,11 @@ class Sink:
         ms = int((t - sec) * 1000)
         return self._clock[1], self._clock[2] + b".%03d " % ms
 
-    def _prefix(self, name: str, clock: bytes) -> bytes:
+    def _prefix(self, name: str, clock: bytes, color: bool | None = None) -> bytes:
         if not self.prefix:
             return b""
         head = (clock if self.timestamps else b"") + name.ljust(self.width).encode() + b" |"
-        if self.color:
+        if self.color if color is None else color:
             code = SYSTEM_COLOR if name == "system" else self.colors.get(name, 0)
             return b"\x1b[%dm" % code + head + b"\x1b[0m "
         return head + b" "
@@ -158,7 +173,15 @@ class Sink:
             self.queue.append(p + data[:-1].replace(b"\n", b"\n" + p) + b"\n" if p else data)
         if s.log_path is not None:
             self.log_queue.setdefault(s, []).append(full + data[:-1].replace(b"\n", b"\n" + full) + b"\n")
+        if self.taps:
+            self._tap(s.name, data, short)
         self._schedule()
+
+    def _tap(self, name: str, data: bytes, clock: bytes) -> None:
+        for tap in self.taps:
+            if tap.names is None or name in tap.names or name.split(".")[0] in tap.names:
+                p = self._prefix(name, clock, tap.color)
+                tap.queue.append(p + data[:-1].replace(b"\n", b"\n" + p) + b"\n" if p else data)
 
     def system(self, text: str, name: str = "system") -> None:
         """A line of revostack's own: starts, exits, health, moves, restarts."""
@@ -166,6 +189,10 @@ class Sink:
         line = text.encode("utf-8", "replace") + b"\n"
         if self.echo:
             self.queue.append(self._prefix(name, short) + line)
+        if self.taps:
+            self._tap(name, line, short)
+        if self._system.log_path is not None and name == "system":
+            self.log_queue.setdefault(self._system, []).append(full + line)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -191,6 +218,11 @@ class Sink:
             for s, chunks in self.log_queue.items():
                 self._write_log(s, b"".join(chunks))
             self.log_queue.clear()
+        for tap in self.taps:
+            if tap.queue:
+                data = b"".join(tap.queue)
+                tap.queue.clear()
+                tap.write(data)
 
     def _write_log(self, s: _Stream, data: bytes) -> None:
         try:
@@ -216,7 +248,7 @@ class Sink:
             if s.partial:
                 self._flush_partial(s)
         self.flush()
-        for s in self.streams.values():
+        for s in (*self.streams.values(), self._system):
             if s.log is not None:
                 s.log.close()
                 s.log = None

@@ -117,6 +117,7 @@ class Stack:
     env: Mapping[str, str] = field(default_factory=dict)
     dotenv: Mapping[str, str] = field(default_factory=dict)
     kind: str = "stackfile"  # or "procfile"
+    files: tuple[Path, ...] = ()  # what it was read from: the Stackfile and every env file (for reload)
 
     @property
     def root(self) -> Path:
@@ -195,6 +196,7 @@ class _Loader:
         self.environ = environ
         self.loc = Locator(text)
         self.problems: list[Problem] = []
+        self.files: list[Path] = [path]
 
     # -- reporting ---------------------------------------------------------------------------
     def err(self, path: tuple[Any, ...], message: str, needle: str | None = None) -> None:
@@ -265,6 +267,7 @@ class _Loader:
             if not full.is_file():
                 self.err(path + ("env_file",), f'env file "{name}" not found', needle=name)
                 continue
+            self.files.append(full)
             try:
                 merged.update(dotenv.parse(read_text(full), _rel(full)))
             except ConfigError as e:
@@ -481,7 +484,8 @@ class _Loader:
 
         services = self.check_graph(services)
         stack = Stack(name=name, path=self.path, services=services, host=host, strategy=strategy,
-                      stop_timeout=stop_timeout, env=stack_env, dotenv=stack_dotenv)
+                      stop_timeout=stop_timeout, env=stack_env, dotenv=stack_dotenv,
+                      files=tuple(dict.fromkeys(p.resolve() for p in self.files)))
         self.check_references(stack)
         if self.problems:
             raise ConfigError(sorted(self.problems, key=lambda q: (q.line or 0, q.col or 0)))

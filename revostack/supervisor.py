@@ -46,6 +46,7 @@ class InstanceState:
     restart_request: asyncio.Event = field(default_factory=asyncio.Event)
     restart_reason: str = ""
     stopped_by_us: bool = False  # the current exit was asked for (stop, restart, unhealthy)
+    held: bool = False  # stopped by `revostack stop`: stays stopped until `restart`
 
     @property
     def child(self) -> process.Child | None:
@@ -66,6 +67,7 @@ class Options:
     honcho: bool = False  # `revostack start`: honcho's messages and exit code rules
     watch: bool = True
     strategy: object = None
+    detached: bool = False  # `up -d`: no terminal, SIGHUP does not stop the stack
 
 
 class Supervisor:
@@ -78,11 +80,7 @@ class Supervisor:
         self.options = options or Options()
         self.instances: dict[str, InstanceState] = {}
         for inst in plan.instances:
-            svc = inst.service
-            tracker = policy.RestartTracker(svc.restart, svc.max_restarts, svc.backoff, _stable_after())
-            st = InstanceState(inst, tracker, port=inst.port.port)
-            self.instances[inst.name] = st
-            sink.add(inst.name, svc.name)
+            self._state_for(inst)
         self.stop_event = asyncio.Event()
         self.kill_now = asyncio.Event()
         self.stopping = False
@@ -94,13 +92,30 @@ class Supervisor:
         self._state_dirty = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.public: dict[str, PublicPort] = {}  # service -> its public port, with a handoff
+        self.watch_changed: asyncio.Event | None = None  # set when a reload changes what to watch
+
+    def _state_for(self, inst: Instance) -> InstanceState:
+        svc = inst.service
+        tracker = policy.RestartTracker(svc.restart, svc.max_restarts, svc.backoff, _stable_after())
+        st = self.instances[inst.name] = InstanceState(inst, tracker, port=inst.port.port)
+        self.sink.add(inst.name, svc.name)
+        return st
+
+    def add_instance(self, inst: Instance) -> InstanceState:
+        """A new instance of the running stack (scale, reload): it starts once its dependencies
+        have reached their conditions."""
+        st = self._state_for(inst)
+        st.task = asyncio.create_task(self.lifecycle(st))
+        return st
 
     # -- the whole run ----------------------------------------------------------------------
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
         self.sink.loop = self.loop
         process.become_subreaper()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if self.options.detached:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal to lose: a stray HUP changes nothing
+        for sig in (signal.SIGINT, signal.SIGTERM) + (() if self.options.detached else (signal.SIGHUP,)):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
         server = None
         if self.rundir is not None:
@@ -109,14 +124,13 @@ class Supervisor:
             server = await control.serve(self, self.rundir.socket_path)
         await self.open_public_ports()
         watcher = None
-        if self.options.watch and any(st.inst.service.watch for st in self.instances.values()):
+        if self.options.watch and (self.stack.files or any(st.inst.service.watch for st in self.instances.values())):
             from revostack import watch
 
             watcher = asyncio.create_task(watch.run(self))
         self.save_state()
         for st in self.instances.values():
             st.task = asyncio.create_task(self.lifecycle(st))
-        self.loop.create_task(self._watch_all_ended())
         try:
             await self.stop_event.wait()
         finally:
@@ -130,22 +144,26 @@ class Supervisor:
                 except OSError:
                     pass
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                self.loop.remove_signal_handler(sig)
+                self.loop.remove_signal_handler(sig)  # False for one never added
         return self.exit_code()
 
     async def open_public_ports(self) -> None:
+        await self.open_public_ports_for(self.plan)
+
+    async def open_public_ports_for(self, plan: Plan) -> None:
         """A handoff's public port listens from now until the stack stops (the socket reserved
         since planning, handed over)."""
-        for st in self.instances.values():
-            svc = st.inst.service
-            if svc.handoff is Handoff.NONE or svc.name in self.public or st.port is None:
+        for inst in plan.instances:
+            svc = inst.service
+            if svc.handoff is Handoff.NONE or svc.name in self.public or inst.port.port is None:
                 continue
-            sock = self.reservations.take(st.port) if self.reservations is not None else None
+            port = inst.port.port
+            sock = self.reservations.take(port) if self.reservations is not None else None
             if sock is None:
                 sock = probe.Reservations(self.stack.host)
-                if not sock.reserve(st.port):
-                    raise OSError(f"{svc.name}: public port {st.port} could not be bound")
-                sock = sock.take(st.port)
+                if not sock.reserve(port):
+                    raise OSError(f"{svc.name}: public port {port} could not be bound")
+                sock = sock.take(port)
             hold = svc.health.start_period if svc.health is not None else 60.0
             self.public[svc.name] = pp = PublicPort(svc, sock, self.stack.host, hold)
             await pp.open()
@@ -173,13 +191,12 @@ class Supervisor:
             self.stop_reason = reason
         self.stop_event.set()
 
-    async def _watch_all_ended(self) -> None:
-        """When every instance has ended for good, there is nothing left to run: stop."""
-        while not self.stop_event.is_set():
-            await asyncio.gather(*(st.ended.wait() for st in self.instances.values()))
-            if all(st.ended.is_set() for st in self.instances.values()):
-                self.request_stop("all services ended")
-                return
+    def _check_all_ended(self) -> None:
+        """When every instance has ended for good by itself, there is nothing left to run: stop.
+        (Instances stopped with `revostack stop` wait for a `restart`.)"""
+        if not self.stopping and all(st.ended.is_set() for st in self.instances.values()) \
+                and not any(st.held for st in self.instances.values()):
+            self.request_stop("all services ended")
 
     # -- one instance -----------------------------------------------------------------------
     async def lifecycle(self, st: InstanceState) -> None:
@@ -238,6 +255,7 @@ class Supervisor:
         st.gen = None
         st.ended.set()
         self.save_state()
+        self._check_all_ended()
         if self.options.abort_on_exit and not self.stopping:
             self.request_stop(f"{st.name} ended")
 
@@ -446,6 +464,7 @@ class Supervisor:
                     st.healthy.clear()
                 st.completed.clear()
                 if st.task is None or st.task.done():
+                    st.held = False
                     st.ended.clear()
                     st.tracker.count = 0
                     st.state = State.WAITING

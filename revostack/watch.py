@@ -69,16 +69,58 @@ def _filter(change, path: str) -> bool:
 
 
 async def run(sup) -> None:
+    """Watch the services' globs and the stack's own files (the Stackfile, its env files): a
+    saved Stackfile is reloaded. The watched set follows the stack as reloads change it."""
+    import asyncio
+
+    while not sup.stop_event.is_set():
+        sup.watch_changed = asyncio.Event()
+        stop = asyncio.Event()
+        relay = asyncio.ensure_future(_either(sup.stop_event, sup.watch_changed, stop))
+        try:
+            await _watch(sup, stop)
+        finally:
+            relay.cancel()
+
+
+async def _either(a, b, out) -> None:
+    import asyncio
+
+    await asyncio.wait({asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())},
+                       return_when=asyncio.FIRST_COMPLETED)
+    out.set()
+
+
+async def _watch(sup, stop) -> None:
     from watchfiles import awatch
 
     services = [sup.stack.services[n] for n in {st.service for st in sup.instances.values()}]
     watched = [s for s in services if s.watch]
+    own = {str(f) for f in sup.stack.files if f.exists()}
     roots = sorted({str(s.cwd.resolve()) for s in watched})
     # a root inside another is covered by it
     roots = [r for r in roots if not any(r != o and r.startswith(o + os.sep) for o in roots)]
+    roots += sorted(f for f in own if not any(f.startswith(r + os.sep) for r in roots))
+    if not roots:
+        await stop.wait()
+        return
     async for changes in awatch(*roots, watch_filter=_filter, debounce=DEBOUNCE_MS, step=STEP_MS,
-                                stop_event=sup.stop_event, recursive=True, raise_interrupt=False):
-        hit = services_for(sorted(p for _, p in changes), watched)
+                                stop_event=stop, recursive=True, raise_interrupt=False):
+        paths = sorted(p for _, p in changes)
+        if own.intersection(paths):
+            from revostack import operate
+
+            sup.sink.system(f"{os.path.basename(sorted(own.intersection(paths))[0])} changed: reloading")
+            reply = await operate.reload(sup)
+            if reply.get("invalid"):
+                for problem in reply.get("problems", []):
+                    sup.sink.system(f"reload: {problem}")
+                sup.sink.system("reload: the Stackfile is not valid; nothing changed")
+            elif not reply.get("ok"):
+                sup.sink.system(f"reload: {reply.get('error')}; nothing changed")
+            sup.watch_changed.set()  # the set of watched folders may have changed
+            continue
+        hit = services_for(paths, watched)
         for name, rel in hit.items():
             sup.sink.system(f"{rel} changed: restarting {name}")
             sup.restart([name], reason=f"{rel} changed")

@@ -10,7 +10,7 @@ from revostack.commands.common import NOT_ANSWERING, ask_running, load_stack, st
 
 
 def cmd_ps(args) -> int:
-    from revostack import output, stats
+    from revostack import stats
 
     stack = load_stack(args)
     reply = ask_running(stack, {"cmd": "ps"}, f"{NOT_ANSWERING}: it is not running")
@@ -20,15 +20,22 @@ def cmd_ps(args) -> int:
         else:
             print(f"stack \"{stack.name}\" is not running")
         return EXIT_OK
-    rows = stats.rows(reply)
     if args.json:
-        print(json.dumps({"stack": stack.name, "running": True, "instances": rows}, indent=2))
+        print(json.dumps({"stack": stack.name, "running": True, "instances": stats.rows(reply)}, indent=2))
         return EXIT_OK
+    print_ps(reply)
+    return EXIT_OK
+
+
+def print_ps(reply: dict) -> None:
+    """The ps table of a running stack's snapshot."""
+    from revostack import output, stats
+
+    rows = stats.rows(reply)
     print(output.table(["instance", "state", "pid", "port", "health", "restarts", "uptime", "cpu", "memory"], [
         [r["instance"], r["state"], r["pid"] or "-", output.port_cell(r), r["health"] or "-", r["restarts"],
          output.human_duration(r["uptime_s"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
          output.human_bytes(r["memory_bytes"])] for r in rows]))
-    return EXIT_OK
 
 
 def cmd_logs(args) -> int:

@@ -16,6 +16,13 @@ def cmd_up(args) -> int:
     stack = load_stack(args)
     if args.dashboard and not sys.stdout.isatty():
         raise UsageError("--dashboard needs a terminal")
+    if args.detach:
+        if args.dashboard:
+            raise UsageError("--detach and --dashboard do not go together (use `revostack top`)")
+        from revostack.commands.longrun import detach
+
+        return detach(args, stack)
+    detached = os.environ.pop("REVOSTACK_DETACHED", None) == "1"  # the supervisor `up -d` started
     rd = RunDir(stack)
     rd.acquire()
     try:
@@ -44,7 +51,7 @@ def cmd_up(args) -> int:
         return run_async(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
                                       timestamps=args.timestamps, abort_on_exit=args.abort_on_exit,
                                       watch=not args.no_watch, dashboard=args.dashboard, reservations=reservations,
-                                      strategy=strategy))
+                                      strategy=strategy, detached=detached))
     finally:
         rd.release()
 

@@ -1,0 +1,147 @@
+"""The long-running stack: up -d's waiting parent, attach, stop, scale, reload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from revostack.commands.common import NOT_ANSWERING, ask_running, load_stack
+from revostack.errors import EXIT_FAILED, EXIT_OK, StateError, UsageError
+
+SETTLED = {"healthy", "running", "completed", "failed", "stopped", "unhealthy"}
+CHANGE_TIMEOUT = 120.0  # stop, scale and reload wait for stop timeouts and health checks
+
+
+def detach(args, stack) -> int:
+    """``up -d``: start the supervisor in a session of its own, wait through the control socket
+    until every started service has reached its condition or failed, print the table."""
+    from revostack.commands.live import print_ps
+    from revostack.rundir import RunDir
+
+    rd = RunDir(stack)
+    if rd.is_locked():
+        raise StateError(f"already running, pid {rd.lock_holder() or '?'}; use `revostack down`")
+    stack.selection(list(args.services) or None)  # unknown names: exit 2 now
+    rd.ensure()
+    argv = [sys.executable, "-m", "revostack", "-f", str(stack.path), "up", *args.services]
+    argv += ["--no-watch"] * args.no_watch + ["--abort-on-exit"] * args.abort_on_exit
+    argv += ["--no-timestamps"] * (not args.timestamps) + (["--strategy", args.strategy] if args.strategy else [])
+    log = rd.logs / "up.log"
+    with open(log, "ab") as out:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "REVOSTACK_DETACHED": "1"})
+    start = log.stat().st_size if log.exists() else 0
+    limit = max([s.health.start_period for s in stack.services.values() if s.health] + [10.0]) + 30
+    deadline = time.monotonic() + limit
+    reply = None
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:  # it could not start the stack: say why, with its code
+            tail = log.read_bytes()[start:].decode("utf-8", "replace").strip().splitlines()[-5:]
+            for line in tail:
+                print(line, file=sys.stderr)
+            return code or EXIT_FAILED
+        reply = _ps(stack)
+        if reply is not None and all(i.get("state") in SETTLED for i in reply["instances"].values()):
+            break
+        time.sleep(0.05)
+    if reply is None:
+        print(f"revostack: the stack (pid {child.pid}) did not answer within {limit:g}s; see {log}", file=sys.stderr)
+        return EXIT_FAILED
+    print_ps(reply)
+    failed = [n for n, i in reply["instances"].items() if i.get("state") in ("failed", "unhealthy")]
+    waiting = [n for n, i in reply["instances"].items() if i.get("state") not in SETTLED]
+    print(f"stack \"{stack.name}\" runs in the background (pid {child.pid}); logs: `revostack logs`, "
+          "`revostack attach`; stop it with `revostack down`")
+    if waiting:
+        print(f"revostack: still not settled after {limit:g}s: {', '.join(waiting)}", file=sys.stderr)
+    return EXIT_FAILED if failed or waiting else EXIT_OK
+
+
+def _ps(stack):
+    from revostack import control
+    from revostack.rundir import RunDir
+
+    path = RunDir(stack).socket_path
+    if not path.exists():
+        return None
+    try:
+        return control.request(path, {"cmd": "ps"}, timeout=2.0)
+    except (OSError, control.NoAnswer):
+        return None
+
+
+def cmd_attach(args) -> int:
+    from revostack import attach, output
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    stack.selection(list(args.services) or None)  # unknown names: exit 2 with a suggestion
+    if ask_running(stack, {"cmd": "ping"}, f"{NOT_ANSWERING}: nothing to attach to") is None:
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up -d`)")
+    return attach.follow(RunDir(stack).socket_path, {"cmd": "attach", "services": list(args.services),
+                                                     "color": output.color_enabled(sys.stdout, args.no_color)})
+
+
+def _change(stack, msg: dict) -> dict:
+    from revostack import control
+
+    try:
+        reply = control.request_if_running(stack, msg, timeout=CHANGE_TIMEOUT)
+    except StateError as e:  # the stack refused it: nothing changed
+        raise UsageError(str(e)) from None
+    if reply is None:
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)")
+    return reply
+
+
+def cmd_stop(args) -> int:
+    stack = load_stack(args)
+    stack.selection(list(args.services))  # unknown names: exit 2 with a suggestion
+    reply = _change(stack, {"cmd": "stop-services", "services": list(args.services), "deps": args.deps})
+    stopped = reply.get("stopped", [])
+    print("stopped " + ", ".join(stopped) if stopped else "nothing to stop")
+    return EXIT_OK
+
+
+def cmd_scale(args) -> int:
+    stack = load_stack(args)
+    counts: dict[str, int] = {}
+    for word in args.counts:
+        name, eq, n = word.partition("=")
+        if not eq or not n.strip().isdigit():
+            raise UsageError(f'scale: "{word}" is not SERVICE=N (e.g. web=3)')
+        counts[name] = int(n)
+    stack.selection(list(counts))  # unknown names: exit 2 with a suggestion
+    reply = _change(stack, {"cmd": "scale", "scale": counts})
+    added, removed = reply.get("added", []), reply.get("removed", [])
+    print(", ".join(f"{n}={c}" for n, c in counts.items()) + ": "
+          + ("; ".join(x for x in (f"started {', '.join(added)}" if added else "",
+                                    f"stopped {', '.join(removed)}" if removed else "") if x) or "nothing to do"))
+    return EXIT_OK
+
+
+def cmd_reload(args) -> int:
+    from revostack import control
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)  # an invalid Stackfile changes nothing: its errors, exit 2
+    stack_path = RunDir(stack).socket_path
+    if not stack_path.exists():
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)")
+    try:
+        reply = control.request(stack_path, {"cmd": "reload"}, timeout=CHANGE_TIMEOUT)
+    except (OSError, control.NoAnswer):
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)") from None
+    if reply.get("invalid"):
+        for p in reply.get("problems", []):
+            print(p, file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"revostack: reload: {reply.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    print(reply.get("summary"))
+    return EXIT_OK
+
