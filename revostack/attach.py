@@ -71,7 +71,7 @@ def follow(path, msg: dict) -> int:
                 return 0
             out.write(data)
             out.flush()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or `attach | head`: leave quietly
         return 0
     finally:
         s.close()

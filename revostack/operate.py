@@ -84,9 +84,11 @@ async def apply(sup, plan: Plan, restart: tuple[str, ...]) -> None:
         del sup.instances[st.name]
     for name, st in sup.instances.items():
         st.inst = fresh[name]
+        st.port = st.inst.port.port  # moved only when its declared port changed: it restarts then
     sup.plan, sup.stack = plan, plan.stack
+    ports = {i.service.name: i.port.port for i in plan.instances}
     for name in list(sup.public):
-        if name not in plan.stack.services or plan.stack.services[name].handoff.value == "none":
+        if ports.get(name) != sup.public[name].port or plan.stack.services[name].handoff.value == "none":
             sup.public.pop(name).close()
     await sup.open_public_ports_for(plan)
     for inst in plan.instances:

@@ -91,18 +91,28 @@ def _compare(old: Plan, new: Plan, name: str) -> tuple[list[str], list[str]]:
     a, b = _first(old, name), _first(new, name)
     given: list[str] = []
     if a is not None and b is not None:
-        if a.cmd != b.cmd:
-            own.append("cmd")
-        if a.health != b.health:
-            own.append("health")
-        provided = _provided(old) | _provided(new)
+        # raw (as written) differs: its own definition; only resolved differs: what it was given
+        for key, raw_a, raw_b, res_a, res_b in (("cmd", a_svc.cmd, b_svc.cmd, a.cmd, b.cmd),
+                                                 ("health", a_svc.health, b_svc.health, a.health, b.health)):
+            if raw_a != raw_b:
+                own.append(key)
+            elif res_a != res_b:
+                given.append(key)
+        raw = ({**old.stack.dotenv, **old.stack.env, **a_svc.dotenv, **a_svc.env},
+               {**new.stack.dotenv, **new.stack.env, **b_svc.dotenv, **b_svc.env})
+        provided = {**_provided(old), **_provided(new)}
         for key in sorted(set(a.env) | set(b.env)):
             if a.env.get(key) == b.env.get(key):
                 continue
             if key in provided and key != a_svc.port_env:
-                given.append(key)  # another service's port or host
-            else:
+                if _uses(b_svc, key, provided[key]):
+                    given.append(key)  # another service's port or host, which it needs
+                # else: every service carries every NAME_PORT; one that neither depends on that
+                # service nor names it is not restarted for it
+            elif raw[0].get(key) != raw[1].get(key) or key == a_svc.port_env:
                 own.append(f"env {key}")
+            else:
+                given.append(key)  # the same text, interpolated from what changed elsewhere
     return own, given
 
 
@@ -110,12 +120,23 @@ def _first(plan: Plan, service: str) -> Instance | None:
     return next((i for i in plan.instances if i.service.name == service), None)
 
 
-def _provided(plan: Plan) -> set[str]:
-    """The variables revostack gives every service about the others: NAME_PORT, NAME_HOST."""
+def _provided(plan: Plan) -> dict[str, str]:
+    """The variables revostack gives every service about the others (NAME_PORT, NAME_HOST),
+    each with the service it is about."""
     from revostack.stackfile import env_prefix
 
-    out = set()
+    out = {}
     for svc in plan.stack.services.values():
         for n in [svc.name, *svc.instances]:
-            out |= {f"{env_prefix(n)}_PORT", f"{env_prefix(n)}_HOST"}
+            out[f"{env_prefix(n)}_PORT"] = out[f"{env_prefix(n)}_HOST"] = svc.name
     return out
+
+
+def _uses(svc, key: str, other: str) -> bool:
+    """Whether ``svc`` needs what ``key`` says of service ``other``: it depends on it, or its
+    command, environment or health check names it."""
+    if any(d.name == other for d in svc.depends_on):
+        return True
+    texts = [svc.cmd] if isinstance(svc.cmd, str) else list(svc.cmd)
+    texts += list(svc.env.values()) + ([svc.health.target] if svc.health else [])
+    return any(f"${{{other}." in t or key in t for t in texts)

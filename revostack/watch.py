@@ -91,9 +91,8 @@ async def _either(a, b, out) -> None:
     out.set()
 
 
-async def _watch(sup, stop) -> None:
-    from watchfiles import awatch
-
+def _targets(sup) -> tuple[list, set[str], list[str]]:
+    """(services with globs, the stack's own files, the paths to watch)."""
     services = [sup.stack.services[n] for n in {st.service for st in sup.instances.values()}]
     watched = [s for s in services if s.watch]
     own = {str(f) for f in sup.stack.files if f.exists()}
@@ -101,6 +100,13 @@ async def _watch(sup, stop) -> None:
     # a root inside another is covered by it
     roots = [r for r in roots if not any(r != o and r.startswith(o + os.sep) for o in roots)]
     roots += sorted(f for f in own if not any(f.startswith(r + os.sep) for r in roots))
+    return watched, own, roots
+
+
+async def _watch(sup, stop) -> None:
+    from watchfiles import awatch
+
+    watched, own, roots = _targets(sup)
     if not roots:
         await stop.wait()
         return
@@ -118,7 +124,8 @@ async def _watch(sup, stop) -> None:
                 sup.sink.system("reload: the Stackfile is not valid; nothing changed")
             elif not reply.get("ok"):
                 sup.sink.system(f"reload: {reply.get('error')}; nothing changed")
-            sup.watch_changed.set()  # the set of watched folders may have changed
+            if _targets(sup) != (watched, own, roots):
+                sup.watch_changed.set()  # other folders or files to watch now: start again
             continue
         hit = services_for(paths, watched)
         for name, rel in hit.items():
