@@ -141,12 +141,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("-n", type=int, default=None, help="only the last N")
     sp.add_argument("--json", action="store_true")
     sp = add("export", "files:cmd_export", "write config for supervisord, systemd, docker compose or a Procfile")
-    sp.add_argument("format", metavar="FORMAT", help="supervisord | systemd | compose | procfile")
+    sp.add_argument("format", metavar="FORMAT", help="supervisord | systemd | compose | kubernetes | procfile")
     sp.add_argument("outdir", metavar="OUTDIR")
     sp.add_argument("--app", help="application name (default: the stack's name)")
     sp.add_argument("--user", help="the user the services run as")
     sp.add_argument("--port-base", type=int, help="fix ports by formula: base + 100 per service")
     sp.add_argument("--log-dir", help="supervisord: write each program's output here (default: next to APP.conf)")
+    sp.add_argument("--image", help="compose, kubernetes: the image the services run in")
+    sp.add_argument("--namespace", help="kubernetes: the namespace of every object (created too)")
     sp.add_argument("--force", action="store_true", help="overwrite existing files")
     return p
 

@@ -566,6 +566,8 @@ def _scalar(text: str):
         rest = text[end:].strip()
         assert not rest or rest.startswith("#"), text
         return value
+    if text in ("true", "false"):  # a YAML boolean (init: true)
+        return text == "true"
     assert re.fullmatch(r"\d+", text), f"unquoted scalar {text!r}"
     return int(text)
 
@@ -628,7 +630,8 @@ def test_compose_services_depends_and_healthchecks(fullstack, tmp_path):
     assert main(["-f", str(fullstack), "export", "compose", str(out)]) == 0
     text = (out / "compose.yaml").read_text()
     doc = tiny_yaml(text)
-    assert doc["name"] == "fullstack"
+    assert "name" not in doc  # compose v1 rejects it: the project name is in .env beside the file
+    assert (out / ".env").read_text().splitlines()[-1] == "COMPOSE_PROJECT_NAME=fullstack"
     services = doc["services"]
     assert list(services) == ["db", "events", "migrate", "backend", "frontend"]
     for s in services.values():
@@ -639,7 +642,7 @@ def test_compose_services_depends_and_healthchecks(fullstack, tmp_path):
     assert services["db"]["command"] == ["/bin/sh", "-c", "exec python services/db.py"]
     ports = {n: int(s["environment"]["PORT"]) for n, s in services.items() if "PORT" in s["environment"]}
     for n, p in ports.items():
-        assert services[n]["ports"] == [f"{p}:{p}"]
+        assert services[n]["ports"] == [f"127.0.0.1:{p}:{p}"]  # published on the stack's host, as `up` binds
     assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
     assert services["backend"]["depends_on"] == {"db": {"condition": "service_healthy"},
                                                  "migrate": {"condition": "service_completed_successfully"}}
@@ -662,9 +665,10 @@ def test_compose_services_depends_and_healthchecks(fullstack, tmp_path):
 
 def test_compose_rewrites_hosts_and_escapes_values(edge, tmp_path):
     plan = fixed_plan(load(edge))
-    text = export.render(plan, "compose", app="Edge Case")["compose.yaml"]
+    files = export.render(plan, "compose", app="Edge Case")
+    text = files["compose.yaml"]
     doc = tiny_yaml(text)
-    assert doc["name"] == "edge-case"
+    assert "COMPOSE_PROJECT_NAME=edge-case" in files[".env"]
     services = doc["services"]
     assert list(services) == ["my-svc_1", "str_cmd-x", "web-1", "web-2"]  # a scaled service: one per instance
     # $ is doubled everywhere (compose interpolates), except in the image placeholder
@@ -681,7 +685,7 @@ def test_compose_rewrites_hosts_and_escapes_values(edge, tmp_path):
     assert services["str_cmd-x"]["working_dir"] == str(strcmd.service.cwd)
     web = [undollar(services[f"web-{i}"]["environment"]) for i in (1, 2)]
     assert [w["PORT"] for w in web] == ["41201", "41202"]
-    assert services["web-2"]["ports"] == ["41202:41202"]
+    assert services["web-2"]["ports"] == ["127.0.0.1:41202:41202"]
     w = web[0]
     assert w["UPSTREAM"] == "http://my-svc_1:41001/api"  # ${host}:${my-svc_1.port}
     assert w["LITERAL"] == "str_cmd-x:41101"  # localhost:${str_cmd-x.port}
@@ -808,21 +812,23 @@ def test_procfile_job_failure_ends_the_run(tmp_path):
 
 
 def test_dotenv_value_quoting():
+    from revostack.export.procfile import dotenv_value
+
     for value in ["", "plain", "a b", "it's", 'say "x"', "$HOME", "#x", "a #b", "x\ny", "both ' \" $ \\ \n",
                   "\\", "trailing space ", "tab\t"]:
-        assert dotenv.parse(f"K={export.dotenv_value(value)}\n") == {"K": value}, value
+        assert dotenv.parse(f"K={dotenv_value(value)}\n") == {"K": value}, value
 
 
 # -- CLI and shared rules ------------------------------------------------------------------------
 
 def test_unknown_format_exits_2_and_lists_formats(fullstack, tmp_path, capsys):
-    assert main(["-f", str(fullstack), "export", "kubernetes", str(tmp_path / "o")]) == 2
+    assert main(["-f", str(fullstack), "export", "nomad", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert 'unknown format "kubernetes"' in err
+    assert 'unknown format "nomad"' in err
     assert all(f in err for f in export.FORMATS)
     assert not (tmp_path / "o").exists()
     with pytest.raises(Exception) as e:
-        export.render(fixed_plan(load(fullstack)), "kubernetes", app="x")
+        export.render(fixed_plan(load(fullstack)), "nomad", app="x")
     assert "supervisord" in str(e.value)
 
 
@@ -842,7 +848,7 @@ def test_only_stack_defined_variables_are_exported(edge):
     plan = fixed_plan(stack, environ={"LEAKED_SECRET": "s3cr3t-value", "HOME": "/home/leak"})
     assert plan.instances[0].env["LEAKED_SECRET"] == "s3cr3t-value"  # the plan has it...
     for fmt in export.FORMATS:
-        for name, text in export.render(plan, fmt, app="a").items():
+        for name, text in export.render(plan, fmt, app="a", image="img:1").items():
             assert "LEAKED_SECRET" not in text and "s3cr3t" not in text, (fmt, name)  # ...the export not
             assert "REVOSTACK_STACK" not in text and "/home/leak" not in text, (fmt, name)
 

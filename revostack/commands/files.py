@@ -46,7 +46,8 @@ def cmd_export(args) -> int:
         plan = planmod.build(stack, set(stack.services), fixed, {})
     else:
         plan = make_plan(stack, list(stack.services), environ={})  # the stack's variables only
-    files = export.render(plan, args.format, app=args.app or stack.name, user=args.user, log_dir=args.log_dir)
+    files = export.render(plan, args.format, app=args.app or stack.name, user=args.user, log_dir=args.log_dir,
+                          image=args.image, namespace=args.namespace)
     outdir = Path(args.outdir)
     clash = [outdir / name for name in files if (outdir / name).exists()]
     if clash and not args.force:

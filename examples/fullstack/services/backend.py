@@ -33,6 +33,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 port = int(os.environ["PORT"])
-server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-print(f"backend on http://127.0.0.1:{port} using {os.environ['DATABASE_URL']}")
+server = ThreadingHTTPServer((os.environ.get("BIND", "127.0.0.1"), port), Handler)
+print(f"backend on http://{server.server_address[0]}:{port} using {os.environ['DATABASE_URL']}")
 server.serve_forever()

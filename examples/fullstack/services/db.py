@@ -27,6 +27,6 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 port = int(os.environ["PORT"])
-with Server(("127.0.0.1", port), Handler) as server:
+with Server((os.environ.get("BIND", "127.0.0.1"), port), Handler) as server:
     print(f"db listening on {port}")
     server.serve_forever()

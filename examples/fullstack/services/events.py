@@ -42,7 +42,7 @@ if sock is not None:
     server.socket = sock  # listening already: revostack holds it across restarts
     how = "socket activation (fd 3)"
 else:
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = ThreadingHTTPServer((os.environ.get("BIND", "127.0.0.1"), int(os.environ["PORT"])), Handler)
     how = "its own socket"
 server.daemon_threads = False  # finish every request in flight before exiting
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

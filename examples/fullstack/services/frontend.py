@@ -31,6 +31,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 port = int(os.environ["PORT"])
-server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-print(f"frontend on http://127.0.0.1:{port}, backend says: {hello()['message']!r}")
+server = ThreadingHTTPServer((os.environ.get("BIND", "127.0.0.1"), port), Handler)
+print(f"frontend on http://{server.server_address[0]}:{port}, backend says: {hello()['message']!r}")
 server.serve_forever()

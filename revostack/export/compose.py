@@ -1,0 +1,284 @@
+"""docker compose: compose.yaml, addresses rewritten for containers."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Mapping
+
+from revostack import interp
+from revostack.export import (DEFAULT_IMAGE, ExportError, _cwd, _exported_keys, _header, duration,
+                              sanitize, shell_argv)
+from revostack.plan import Instance, Plan
+from revostack.stackfile import Condition, HealthKind, Restart, env_prefix
+
+
+# -- docker compose ----------------------------------------------------------------------------
+
+_YAML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\0": "\\0", "\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\v": "\\v", "\f": "\\f", "\r": "\\r", "\x1b": "\\e", "\x85": "\\N", "\xa0": "\\_",
+                 "\u2028": "\\L", "\u2029": "\\P"}
+
+
+def yaml_quote(text: str, *, dollar: bool = True) -> str:
+    """A double-quoted YAML scalar; with ``dollar``, ``$`` doubled for compose's interpolation."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _YAML_ESCAPES:
+            out.append(_YAML_ESCAPES[ch])
+        elif ch == "$" and dollar:
+            out.append("$$")
+        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xD800 <= code <= 0xDFFF or code in (0xFEFF, 0xFFFE, 0xFFFF):
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+class _ComposeNames:
+    """Compose service names: ``NAME`` for a service of one instance, ``NAME-N`` per instance
+    of a scaled one (each instance has its own port, so each is its own compose service)."""
+
+    def __init__(self, plan: Plan):
+        self.of: dict[str, str] = {}
+        for inst in plan.instances:
+            base = sanitize(inst.service.name)
+            self.of[inst.name] = base if inst.service.scale == 1 else f"{base}-{inst.index}"
+        seen: dict[str, str] = {}
+        for inst_name, cname in self.of.items():
+            if cname in seen:
+                raise ExportError(f'compose: instances "{seen[cname]}" and "{inst_name}" would both be named "{cname}"')
+            seen[cname] = inst_name
+
+    def service(self, name: str) -> str:
+        """The compose name that stands for a whole service (its first instance)."""
+        return self.of[f"{name}.1"]
+
+
+class _ComposeEnv:
+    """Interpolation for a container: other services are reached by their compose names.
+
+    - ``${NAME.host}`` and ``NAME_HOST`` become NAME's compose service name;
+    - a host written just before ``:<a port of service X>`` (``${host}:${X.port}``,
+      ``127.0.0.1:$X_PORT``, ``localhost:${X.port}``...) becomes X's compose name;
+    - any other ``${host}`` (the address the service binds) becomes ``0.0.0.0`` in ``cmd`` and
+      ``env``, since a container must listen on all its interfaces to be reached; in health
+      checks, which run inside the service's own container, it stays ``127.0.0.1``;
+    - ports stay the planned ones (each container has its own network namespace).
+    """
+
+    def __init__(self, plan: Plan, names: _ComposeNames):
+        self.plan = plan
+        self.stack = plan.stack
+        self.names = names
+        self.ports = {i.name: i.port.port for i in plan.instances}
+        self.port_vars: dict[str, str] = {}  # "DB_PORT" -> "db"
+        for svc in self.stack.services.values():
+            if svc.port is None:
+                continue
+            self.port_vars[f"{env_prefix(svc.name)}_PORT"] = names.service(svc.name)
+            if svc.scale > 1:
+                for i, inst_name in enumerate(svc.instances, 1):
+                    self.port_vars[f"{env_prefix(inst_name)}_PORT"] = names.of[inst_name]
+
+    def ours(self, inst: Instance) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for svc in self.stack.services.values():
+            if svc.port is None:
+                continue
+            out[f"{env_prefix(svc.name)}_PORT"] = str(self.ports[f"{svc.name}.1"])
+            out[f"{env_prefix(svc.name)}_HOST"] = self.names.service(svc.name)
+            if svc.scale > 1:
+                for inst_name in svc.instances:
+                    out[f"{env_prefix(inst_name)}_PORT"] = str(self.ports[inst_name])
+                    out[f"{env_prefix(inst_name)}_HOST"] = self.names.of[inst_name]
+        if inst.service.port is not None:
+            out[inst.service.port_env] = str(inst.port.port)
+        return out
+
+    def env(self, inst: Instance) -> dict[str, str]:
+        """The layering of ``plan.instance_env`` (later wins), with this interpolation."""
+        svc = inst.service
+        ours = self.ours(inst)
+        env: dict[str, str] = {}
+        for layer, interpolate in ((self.stack.dotenv, False), (self.stack.env, True), (svc.dotenv, False),
+                                   (svc.env, True)):
+            for key, value in layer.items():
+                if interpolate:
+                    value = self.expand(value, inst, {**env, **ours}, shell=False, bind="0.0.0.0")
+                env[key] = value
+        env.update(ours)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        keys = _exported_keys(self.stack, svc)
+        return {k: v for k, v in env.items() if k in keys}
+
+    def cmd(self, inst: Instance, env: Mapping[str, str]) -> list[str]:
+        cmd = inst.service.cmd
+        if isinstance(cmd, str):
+            return shell_argv(self.expand(cmd, inst, env, shell=True, bind="0.0.0.0"))
+        return [self.expand(a, inst, env, shell=False, bind="0.0.0.0") for a in cmd]
+
+    def health_target(self, inst: Instance, env: Mapping[str, str]) -> str:
+        h = inst.service.health
+        assert h is not None
+        return self.expand(h.target, inst, env, shell=h.kind is HealthKind.CMD, bind="127.0.0.1", own_local=True)
+
+    def point_hosts(self, text: str, inst: Instance, own_local: bool) -> str:
+        """Replace the host written just before ``:<port of X>`` by X's compose name."""
+        refs = interp.references(text)
+        ending = {r.start + len(r.text): r for r in refs}
+        literals = sorted({self.stack.host, "127.0.0.1", "localhost", "0.0.0.0"} - {""}, key=len, reverse=True)
+        spans: list[tuple[int, int, str]] = []
+        for ref in refs:
+            target = None
+            if ref.is_stack_ref and ref.attr == "port":
+                if ref.service == "":
+                    target = None if own_local else self.names.of[inst.name]
+                elif ref.service in self.stack.services:
+                    target = self.names.service(ref.service)
+            elif ref.var is not None and not ref.is_stack_ref:
+                if ref.var in self.port_vars:
+                    target = self.port_vars[ref.var]
+                elif inst.service.port is not None and ref.var == inst.service.port_env and not own_local:
+                    target = self.names.of[inst.name]
+            if target is None or ref.start == 0 or text[ref.start - 1] != ":":
+                continue
+            colon = ref.start - 1
+            host = ending.get(colon)
+            if host is not None:
+                if host.is_stack_ref and host.attr == "host" and host.service == "":
+                    spans.append((host.start, colon, target))
+                continue
+            for lit in literals:
+                begin = colon - len(lit)
+                if begin >= 0 and text[begin:colon] == lit and (begin == 0 or not re.match(r"[A-Za-z0-9.$_-]", text[begin - 1])):
+                    spans.append((begin, colon, target))
+                    break
+        for begin, end, name in sorted(spans, reverse=True):
+            text = text[:begin] + name + text[end:]
+        return text
+
+    def expand(self, text: str, inst: Instance, context: Mapping[str, str], *, shell: bool, bind: str,
+               own_local: bool = False) -> str:
+        text = self.point_hosts(text, inst, own_local)
+
+        def resolve(ref: interp.Ref) -> str | None:
+            if ref.is_stack_ref:
+                if ref.service == "":
+                    if ref.attr == "host":
+                        return bind
+                    return None if inst.port.port is None else str(inst.port.port)
+                if ref.service not in self.stack.services:
+                    return None
+                if ref.attr == "host":
+                    return self.names.service(ref.service)
+                port = self.ports.get(f"{ref.service}.1")
+                return None if port is None else str(port)
+            if ref.var in context:
+                return context[ref.var]
+            return ref.default
+
+        return interp.expand(text, resolve, shell=shell)
+
+
+_HTTP_CHECK = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))"
+_TCP_CHECK = ("import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), "
+              "timeout=float(sys.argv[3])).close()")
+
+
+def compose_healthcheck(kind: HealthKind, target: str, timeout: float) -> list[str] | None:
+    """The ``healthcheck.test`` of a check (python3 one-liners: curl is often absent from an
+    image), or None for a log check, which compose cannot express."""
+    if kind is HealthKind.HTTP:
+        return ["CMD", "python3", "-c", _HTTP_CHECK, target, f"{timeout:g}"]
+    if kind is HealthKind.TCP:
+        host, _, port = target.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if not port.isdigit():
+            raise ExportError(f"compose: tcp health target {target!r} is not HOST:PORT")
+        return ["CMD", "python3", "-c", _TCP_CHECK, host, port, f"{timeout:g}"]
+    if kind is HealthKind.CMD:
+        return ["CMD-SHELL", target]
+    return None
+
+
+def _yaml_list(items: list[str], indent: str) -> list[str]:
+    return [f"{indent}- {yaml_quote(x)}" for x in items]
+
+
+def render(plan: Plan, app: str, image: str | None = None) -> dict[str, str]:
+    """compose.yaml, and the project's name in a .env beside it (compose v1 rejects a top-level
+    ``name:``; both v1 and v2 read ``COMPOSE_PROJECT_NAME`` from that file)."""
+    return {"compose.yaml": _compose(plan, app, image),
+            ".env": f"# the compose project's name (read by docker compose v1 and v2)\nCOMPOSE_PROJECT_NAME={app.lower()}\n"}
+
+
+def _compose(plan: Plan, app: str, image: str | None) -> str:
+    stack = plan.stack
+    names = _ComposeNames(plan)
+    cenv = _ComposeEnv(plan, names)
+    selected = stack.selection()
+    mounts = {str(Path(os.path.abspath(stack.root)))}
+    for inst in plan.instances:
+        cwd = str(_cwd(inst))
+        if not any(cwd == m or cwd.startswith(m.rstrip("/") + "/") for m in mounts):
+            mounts.add(cwd)
+    lines = _header("#", plan, "compose", [
+        "Set the image: REVOSTACK_IMAGE=... docker compose up (or edit each image: line)." if not image else
+        f"Every service runs in {image}.",
+        "The stack's folder is mounted at the same path so working_dir exists; drop the volumes",
+        "when the image contains the code. Inside a container the services bind 0.0.0.0.",
+    ])
+    published = "" if stack.host in ("", "0.0.0.0", "::") else f"{stack.host}:"  # as `up` binds them
+    lines += ["", "services:"]
+    for inst in plan.instances:
+        svc = inst.service
+        env = cenv.env(inst)
+        lines += [
+            f"  {yaml_quote(names.of[inst.name])}:",
+            f"    image: {yaml_quote(image) if image else yaml_quote('${REVOSTACK_IMAGE:-' + DEFAULT_IMAGE + '}', dollar=False)}",
+            "    init: true",  # a real PID 1: the stop signal reaches the program, zombies are reaped
+            f"    working_dir: {yaml_quote(str(_cwd(inst)))}",
+            "    volumes:",
+        ]
+        for m in sorted(mounts):
+            lines += ["      - type: \"bind\"", f"        source: {yaml_quote(m)}", f"        target: {yaml_quote(m)}"]
+        lines += ["    command:"] + _yaml_list(cenv.cmd(inst, env), "      ")
+        if env:
+            lines.append("    environment:")
+            lines += [f"      {yaml_quote(k)}: {yaml_quote(v)}" for k, v in env.items()]
+        if inst.port.port is not None:
+            lines += ["    ports:", f"      - {yaml_quote(f'{published}{inst.port.port}:{inst.port.port}')}"]
+        if svc.depends_on:
+            lines.append("    depends_on:")
+            for dep in svc.depends_on:
+                target = stack.services[dep.name]
+                condition = {Condition.STARTED: "service_started", Condition.HEALTHY: "service_healthy",
+                             Condition.COMPLETED: "service_completed_successfully"}[dep.condition]
+                note = ""
+                if dep.condition is Condition.HEALTHY and (target.health is None or target.health.kind is HealthKind.LOG):
+                    condition, note = "service_started", "  # a log health check has no compose equivalent"
+                for dinst in plan.of_service(dep.name):
+                    lines += [f"      {yaml_quote(names.of[dinst.name])}:", f"        condition: {yaml_quote(condition)}{note}"]
+        if svc.health is not None:
+            h = svc.health
+            test = compose_healthcheck(h.kind, cenv.health_target(inst, env), h.timeout)
+            if test is None:
+                lines.append("    # healthcheck: a log check (a regex over the output) has no compose equivalent")
+            else:
+                lines += ["    healthcheck:", "      test:"] + _yaml_list(test, "        ")
+                lines += [f"      interval: {yaml_quote(duration(h.interval))}",
+                          f"      timeout: {yaml_quote(duration(h.timeout))}",
+                          f"      retries: {h.retries}",
+                          f"      start_period: {yaml_quote(duration(h.start_period))}"]
+        restart = {Restart.NO: "no", Restart.ON_FAILURE: f"on-failure:{svc.max_restarts}",
+                   Restart.ALWAYS: "always"}[svc.restart]
+        lines += [f"    restart: {yaml_quote(restart)}",
+                  f"    stop_signal: {yaml_quote(svc.stop_signal)}",
+                  f"    stop_grace_period: {yaml_quote(duration(svc.stop_timeout))}"]
+        if svc.name not in selected:
+            lines += ["    profiles:", "      - \"manual\"  # autostart = false"]
+    return "\n".join(lines) + "\n"
