@@ -21,6 +21,11 @@ def get(host: str, port: int, path: str = "/", timeout: float = 10.0) -> bytes:
     resp = b"".join(chunks)
     if not resp.startswith(b"HTTP/1.") or b" 200 " not in resp.split(b"\r\n", 1)[0]:
         raise OSError(f"bad response: {resp[:60]!r}")
+    head, _, body = resp.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and len(body) < int(value):
+            raise OSError(f"truncated response: {len(body)} of {int(value)} bytes")
     return resp
 
 

@@ -320,18 +320,23 @@ class Startup(Workload):
         Metric("tree_procs", "orchestrator processes", "", digits=0, ratios=False),
     )
 
-    def __init__(self, ctx, count: int, name: str, with_memory: bool = False):
+    def __init__(self, ctx, count: int, name: str, with_memory: bool = False, shell: bool = False):
         self.name = name
         super().__init__(ctx)
         self.count = count
         self.with_memory = with_memory
-        self.title = f"{count} children print one line at once" + (" (+ memory once all are up)" if with_memory else "")
+        self.shell = shell  # issue 12's children: `sh -c 'echo ready; exec sleep ...'`, not Python
+        self.title = (f"{count} children print one line at once" + (" (sh -c 'echo; exec sleep')" if shell else "")
+                      + (" (+ memory once all are up)" if with_memory else ""))
         if with_memory:
             self.metrics = Startup.metrics + Startup.memory_metrics
 
     def prepare(self) -> None:
         t = self.ctx.tools
-        cmds = [(f"h{i}", t.child("hello", i)) for i in range(1, self.count + 1)]
+        if self.shell:
+            cmds = [(f"h{i}", f"sh -c 'echo HELLO c={i} pid=$$; exec sleep 600'") for i in range(1, self.count + 1)]
+        else:
+            cmds = [(f"h{i}", t.child("hello", i)) for i in range(1, self.count + 1)]
         self.procfile = write_procfile(self.dir / "Procfile", cmds)
         self.stackfile = write_stackfile(self.dir / "Stackfile.toml", f"bench-{self.name}",
                                          [{"name": n, "cmd": c} for n, c in cmds])
@@ -849,6 +854,8 @@ def all_workloads(ctx: Context) -> list[Workload]:
         Throughput(ctx),
         Startup(ctx, s.start_small, "start"),
         Startup(ctx, s.start_large, "start-many", with_memory=True),
+        Startup(ctx, s.start_small, "start-sh", shell=True),
+        Startup(ctx, s.start_large, "start-sh-many", shell=True),
         Chain(ctx),
         Shutdown(ctx),
         Shutdown(ctx, ignore=True),

@@ -21,8 +21,8 @@ from benchmarks.workloads import FLOOR, HONCHO, UP, Context, Sizes, all_workload
 
 pytestmark = pytest.mark.timeout(120)
 
-NAMES = ["throughput", "start", "start-many", "chain", "shutdown", "shutdown-ignore", "idle", "cli", "filechange",
-         "scan"]
+NAMES = ["throughput", "start", "start-many", "start-sh", "chain", "shutdown", "shutdown-ignore", "idle", "cli",
+         "filechange", "scan", "handoff", "proxy"]
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,8 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/slow"):
             time.sleep(float(os.environ.get("SLOW", "2")))
-        body = f"{os.getpid()}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        body = f"{os.getpid()}".encode()  # the whole answer in one write: a kill lands before or after it
+        self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     def log_message(self, *a):
         pass
 
