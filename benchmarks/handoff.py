@@ -48,6 +48,16 @@ watch = ["web.py"]
 """)
 
 
+def web_session(wl: Workload, variant: str, handoff: str):
+    """A session, a free public port, a folder with the web child's Stackfile, a tail of the output."""
+    sess = wl.session(variant)
+    port = harness.free_ports(1)[0]
+    folder = wl.dir / f"{sess.name}-{port}"
+    folder.mkdir()
+    web_stackfile(folder, port, handoff)
+    return sess, port, folder, Tail(sess.out, (b" healthy",))
+
+
 def body_pid(host: str, port: int) -> int | None:
     try:
         return int(get(host, port, timeout=2).split(b"\r\n\r\n", 1)[1])
@@ -92,12 +102,7 @@ class HandoffRestarts(Workload):
         from benchmarks.workloads import _watch_step
 
         sample = Sample()
-        sess = self.session(variant)
-        port = harness.free_ports(1)[0]
-        folder = self.dir / f"{sess.name}-{port}"
-        folder.mkdir()
-        web_stackfile(folder, port, variant.rsplit(" ", 1)[1])
-        tail = Tail(sess.out, (b" healthy",))
+        sess, port, folder, tail = web_session(self, variant, variant.rsplit(" ", 1)[1])
         argv = [*self.ctx.tools.revostack, "up", "--no-color"]
         takeovers: list[float] = []
         try:
@@ -185,12 +190,7 @@ class ProxyCost(Workload):
 
     def measure(self, variant: str) -> Sample:
         sample = Sample()
-        sess = self.session(variant)
-        port = harness.free_ports(1)[0]
-        folder = self.dir / f"{sess.name}-{port}"
-        folder.mkdir()
-        web_stackfile(folder, port, "proxy")
-        tail = Tail(sess.out, (b" healthy",))
+        sess, port, folder, tail = web_session(self, variant, "proxy")
         try:
             p, _, _ = run_until(sess, [*self.ctx.tools.revostack, "up", "--no-color", "--no-watch"], folder, tail,
                                 lambda: tail.counts[b" healthy"] >= 1, 60, 0.01, "healthy")

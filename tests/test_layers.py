@@ -11,7 +11,8 @@ import pytest
 
 from conftest import REPO
 
-LAYER0 = ["errors", "dotenv", "interp", "locate", "stackfile", "graph", "plan", "procfile", "render"]
+LAYER0 = ["errors", "dotenv", "interp", "locate", "stackfile", "graph", "plan", "procfile", "render", "reconcile",
+          "export"]
 HEAVY = ["psutil", "rich", "asyncio"]
 
 
