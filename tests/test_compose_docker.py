@@ -131,3 +131,107 @@ def test_the_exported_demo_runs_under_docker_compose(tmp_path):
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
                           capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+RICH_SERVICE = r'''
+import os, signal, socket, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+mode = sys.argv[1]
+def stop(sig, _):
+    print(f"{mode} got {signal.Signals(sig).name}", flush=True)
+    os._exit(0)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+bind, port = os.environ.get("BIND", "127.0.0.1"), int(os.environ.get("PORT", "0") or 0)
+if mode == "once":
+    print("init done", flush=True)
+    sys.exit(0)
+if mode == "http":
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = os.environ["HOSTNAME"].encode()
+            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a): pass
+    srv = ThreadingHTTPServer((bind, port), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+elif mode == "tcp":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((bind, port)); s.listen()
+    threading.Thread(target=lambda: [c.close() for c, _ in iter(s.accept, None)], daemon=True).start()
+elif mode == "touch":
+    open("/tmp/ready", "w").close()
+print(f"{mode} ready", flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def test_a_richer_stack_runs_under_docker_compose(tmp_path):
+    """scale, every health kind, every dependency condition, custom stop settings."""
+    base_image()
+    app = tmp_path / "rich"
+    app.mkdir()
+    (app / "svc.py").write_text(RICH_SERVICE)
+    b = free_base((0, 100, 200, 201, 300, 400, 500))
+    (app / "Stackfile.toml").write_text(f"""
+[stack]
+name = "rich"
+
+[services.db]
+cmd = "python svc.py tcp"
+port = {b}
+env = {{ BIND = "${{host}}" }}
+
+[services.cache]
+cmd = "python svc.py touch"
+health = {{ cmd = "test -e /tmp/ready", interval = 0.5 }}
+
+[services.setup]
+cmd = "python svc.py once"
+depends_on = {{ db = "started" }}
+restart = "no"
+
+[services.api]
+cmd = "python svc.py http"
+port = {b + 200}
+scale = 2
+env = {{ BIND = "${{host}}", DB = "tcp://${{host}}:${{db.port}}" }}
+depends_on = {{ db = "healthy", cache = "healthy", setup = "completed" }}
+health = {{ http = "http://${{host}}:${{port}}/", interval = 0.5, start_period = 30 }}
+stop_signal = "SIGINT"
+stop_timeout = 3
+
+[services.worker]
+cmd = "python svc.py log"
+health = {{ log = "log ready" }}
+depends_on = ["api"]
+""")
+    out = tmp_path / "out"
+    r = cli("-f", str(app / "Stackfile.toml"), "export", "compose", str(out), "--image", IMAGE, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (out / "compose.yaml").read_text()
+    assert '"api-1"' in text and '"api-2"' in text and 'stop_signal: "SIGINT"' in text
+    names = ["db", "cache", "setup", "api-1", "api-2", "worker"]
+    files = ["-f", "compose.yaml", "-f", str(override(out, names))]
+    try:
+        up = subprocess.run([*compose(), *files, "up", "-d"], cwd=out, capture_output=True, text=True, timeout=240)
+        assert up.returncode == 0, up.stdout + up.stderr
+        wait_for(lambda: (lambda s: all(s.get(n, {}).get("Health", {}).get("Status") == "healthy"
+                                        for n in ("db", "cache", "api-1", "api-2")) and s.get("worker", {}).get("Running")
+                          and s)(states(out, files)), 120, 0.5, what="every service up and healthy")
+        s = states(out, files)
+        assert s["setup"]["ExitCode"] == 0 and s["setup"]["FinishedAt"] <= s["api-1"]["StartedAt"]
+        assert s["cache"]["StartedAt"] < s["api-1"]["StartedAt"] and s["api-1"]["StartedAt"] < s["worker"]["StartedAt"]
+        for i, port in ((1, b + 200), (2, b + 201)):  # each instance its own port, published on 127.0.0.1
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+                assert resp.status == 200
+        t0 = time.monotonic()
+        down = subprocess.run([*compose(), *files, "stop"], cwd=out, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0 and time.monotonic() - t0 < 10, down.stderr
+        logs = subprocess.run([*compose(), *files, "logs", "--no-color", "api-1", "db"], cwd=out,
+                              capture_output=True, text=True).stdout
+        assert "http got SIGINT" in logs and "tcp got SIGTERM" in logs, logs  # the stop signals arrived
+    finally:
+        subprocess.run([*compose(), *files, "down", "-v", "--remove-orphans", "-t", "1"], cwd=out, capture_output=True,
+                       timeout=120)
