@@ -41,6 +41,12 @@ WHY = _docker_ok()
 pytestmark = [pytest.mark.skipif(WHY is not None, reason=f"needs a Docker engine: {WHY}"), pytest.mark.timeout(300)]
 
 
+def read_yaml(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def compose() -> list[str]:
     return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
 
@@ -211,7 +217,8 @@ depends_on = ["api"]
     r = cli("-f", str(app / "Stackfile.toml"), "export", "compose", str(out), "--image", IMAGE, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = (out / "compose.yaml").read_text()
-    assert '"api-1"' in text and '"api-2"' in text and 'stop_signal: "SIGINT"' in text
+    rich = read_yaml(text)["services"]
+    assert {"api-1", "api-2"} <= set(rich) and rich["api-1"]["stop_signal"] == "SIGINT"
     names = ["db", "cache", "setup", "api-1", "api-2", "worker"]
     files = ["-f", "compose.yaml", "-f", str(override(out, names))]
     try:

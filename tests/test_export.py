@@ -72,6 +72,9 @@ EDGE_ENV = {
     "UNI": "héllo ✓",
     "PLAIN": "plain",
     "PCT": "50% off",
+    "YAMLISH": "no",  # a YAML 1.1 boolean, number and octal if written bare
+    "SCI": "1e3",
+    "OCT": "0777",
 }
 EDGE_ARGS = ["arg with space", "100%", "$$HOME", "a\"b'c", "#x", ";", "back\\slash", "new\nline\n", "",
              "%(here)s", "tab\there", " lead"]
@@ -535,83 +538,11 @@ def test_systemd_quotes_every_value(edge, tmp_path):
 
 # -- docker compose ------------------------------------------------------------------------------
 
-_YAML_UNESCAPE = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
-                  "e": "\x1b", '"': '"', "\\": "\\", "/": "/", " ": " ", "N": "\x85", "_": "\xa0",
-                  "L": "\u2028", "P": "\u2029"}
+def read_yaml(text: str):
+    """compose.yaml as compose reads it (a YAML 1.1 loader, as PyYAML's)."""
+    import yaml
 
-
-def _dq(text: str, i: int) -> tuple[str, int]:
-    """A double-quoted scalar starting at text[i] == '"'; returns (value, index after it)."""
-    assert text[i] == '"', text
-    out, i = [], i + 1
-    while text[i] != '"':
-        if text[i] == "\\":
-            e = text[i + 1]
-            if e in "xuU":
-                n = {"x": 2, "u": 4, "U": 8}[e]
-                out.append(chr(int(text[i + 2:i + 2 + n], 16)))
-                i += 2 + n
-            else:
-                out.append(_YAML_UNESCAPE[e])
-                i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out), i + 1
-
-
-def _scalar(text: str):
-    if text.startswith('"'):
-        value, end = _dq(text, 0)
-        rest = text[end:].strip()
-        assert not rest or rest.startswith("#"), text
-        return value
-    if text in ("true", "false"):  # a YAML boolean (init: true)
-        return text == "true"
-    assert re.fullmatch(r"\d+", text), f"unquoted scalar {text!r}"
-    return int(text)
-
-
-def tiny_yaml(text: str):
-    """The subset of YAML the compose exporter writes: block mappings and sequences, quoted keys
-    or plain ones, double-quoted scalars and integers, comments."""
-    lines = [(len(raw) - len(raw.lstrip(" ")), raw.strip()) for raw in text.splitlines()
-             if raw.strip() and not raw.strip().startswith("#")]
-
-    def key_value(content: str) -> tuple[str, str]:
-        if content.startswith('"'):
-            key, end = _dq(content, 0)
-        else:
-            end = content.index(":")
-            key = content[:end]
-        assert content[end] == ":", content
-        return key, content[end + 1:].strip()
-
-    def block(i: int, indent: int):
-        if lines[i][1].startswith("- "):
-            items = []
-            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                item = lines[i][1][2:]
-                if re.match(r'^("[^"]*"|[A-Za-z_]+):(\s|$)', item):  # "- key: value" opens a mapping
-                    lines[i] = (indent + 2, item)
-                    value, i = block(i, indent + 2)
-                else:
-                    value, i = _scalar(item), i + 1
-                items.append(value)
-            return items, i
-        mapping = {}
-        while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith("- "):
-            key, rest = key_value(lines[i][1])
-            assert key not in mapping, key
-            if rest == "":
-                mapping[key], i = block(i + 1, lines[i + 1][0])
-            else:
-                mapping[key], i = _scalar(rest), i + 1
-        return mapping, i
-
-    doc, end = block(0, 0)
-    assert end == len(lines)
-    return doc
+    return yaml.safe_load(text)
 
 
 def undollar(value):
@@ -629,7 +560,7 @@ def test_compose_services_depends_and_healthchecks(fullstack, tmp_path):
     out = tmp_path / "compose"
     assert main(["-f", str(fullstack), "export", "compose", str(out)]) == 0
     text = (out / "compose.yaml").read_text()
-    doc = tiny_yaml(text)
+    doc = read_yaml(text)
     assert "name" not in doc  # compose v1 rejects it: the project name is in .env beside the file
     assert (out / ".env").read_text().splitlines()[-1] == "COMPOSE_PROJECT_NAME=fullstack"
     services = doc["services"]
@@ -667,12 +598,12 @@ def test_compose_rewrites_hosts_and_escapes_values(edge, tmp_path):
     plan = fixed_plan(load(edge))
     files = export.render(plan, "compose", app="Edge Case")
     text = files["compose.yaml"]
-    doc = tiny_yaml(text)
+    doc = read_yaml(text)
     assert "COMPOSE_PROJECT_NAME=edge-case" in files[".env"]
     services = doc["services"]
     assert list(services) == ["my-svc_1", "str_cmd-x", "web-1", "web-2"]  # a scaled service: one per instance
     # $ is doubled everywhere (compose interpolates), except in the image placeholder
-    assert '"DOLLAR": "$$HOME and $${x} and $$$$"' in text
+    assert services["my-svc_1"]["environment"]["DOLLAR"] == "$$HOME and $${x} and $$$$"
     assert text.count("${REVOSTACK_IMAGE:-python:3.11-slim}") == 4
     assert not re.search(r"(?<!\$)\$(?!\$)(?!\{REVOSTACK_IMAGE)", text.replace("$$", ""))
     dumper = plan.of_service("my-svc_1")[0]
@@ -704,12 +635,17 @@ def test_compose_rewrites_hosts_and_escapes_values(edge, tmp_path):
     assert services["str_cmd-x"]["restart"] == "always"
 
 
-def test_compose_yaml_is_what_a_yaml_parser_reads(fullstack, edge):
-    """The tiny reader above agrees with a real YAML parser on both files."""
-    yaml = pytest.importorskip("yaml")
+def test_compose_yaml_keeps_every_string_a_string(fullstack, edge):
+    """Values that YAML would read as something else (NO, ON, 1e3, 0777, "") come back as the
+    same strings: PyYAML quotes them."""
     for path in (fullstack, edge):
         text = export.render(fixed_plan(load(path)), "compose", app="x")["compose.yaml"]
-        assert yaml.safe_load(text) == tiny_yaml(text)
+        for name, svc in read_yaml(text)["services"].items():
+            for k, v in (svc.get("environment") or {}).items():
+                assert isinstance(k, str) and isinstance(v, str), (name, k, v)
+            assert all(isinstance(a, str) for a in svc["command"]), svc["command"]
+            assert all(isinstance(p, str) for p in svc.get("ports", []))
+            assert svc["init"] is True
 
 
 def test_compose_healthcheck_one_liners_probe_for_real(tmp_path, reaper):
@@ -725,7 +661,7 @@ def test_compose_healthcheck_one_liners_probe_for_real(tmp_path, reaper):
         folder = tmp_path / kind
         folder.mkdir()
         (folder / "Stackfile.toml").write_text(f'[services.s]\ncmd = "true"\nport = {port}\n{health}\n')
-        doc = tiny_yaml(export.render(fixed_plan(load(folder / "Stackfile.toml")), "compose", app="x")["compose.yaml"])
+        doc = read_yaml(export.render(fixed_plan(load(folder / "Stackfile.toml")), "compose", app="x")["compose.yaml"])
         test = doc["services"]["s"]["healthcheck"]["test"]
         assert test[:2] == ["CMD", "python3"]
         checks.append([sys.executable] + test[2:])
@@ -916,7 +852,7 @@ def test_compose_cannot_wait_for_a_log_check(tmp_path):
     """))
     plan = fixed_plan(load(tmp_path / "Stackfile.toml"))
     text = export.render(plan, "compose", app="x")["compose.yaml"]
-    services = tiny_yaml(text)["services"]
+    services = read_yaml(text)["services"]
     assert "healthcheck" not in services["worker"]
     assert services["api"]["depends_on"] == {"worker": {"condition": "service_started"}}
-    assert "# a log health check has no compose equivalent" in text
+    assert "a log health check has no compose equivalent" in text

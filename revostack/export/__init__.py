@@ -12,7 +12,7 @@ Every value is written with the quoting of its target format:
   into the command as ``/usr/bin/env KEY=VALUE``);
 - systemd: C escapes inside double quotes, ``%`` -> ``%%`` (specifiers) everywhere,
   ``$`` -> ``$$`` in ``ExecStart=`` only (``Environment=`` does not expand variables);
-- compose: double-quoted YAML scalars, ``$`` -> ``$$`` (compose interpolates every value);
+- compose and kubernetes: PyYAML's ``safe_dump`` (compose: ``$`` -> ``$$`` first, as compose interpolates every value);
 - procfile: POSIX shell words in the Procfile, the spec's .env quoting in ``.env``.
 
 Only stack-defined variables are exported, never the exporting shell's environment, and not

@@ -16,28 +16,6 @@ from revostack.stackfile import Condition, HealthKind, Restart, env_prefix
 
 # -- docker compose ----------------------------------------------------------------------------
 
-_YAML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\0": "\\0", "\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-                 "\v": "\\v", "\f": "\\f", "\r": "\\r", "\x1b": "\\e", "\x85": "\\N", "\xa0": "\\_",
-                 "\u2028": "\\L", "\u2029": "\\P"}
-
-
-def yaml_quote(text: str, *, dollar: bool = True) -> str:
-    """A double-quoted YAML scalar; with ``dollar``, ``$`` doubled for compose's interpolation."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _YAML_ESCAPES:
-            out.append(_YAML_ESCAPES[ch])
-        elif ch == "$" and dollar:
-            out.append("$$")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xD800 <= code <= 0xDFFF or code in (0xFEFF, 0xFFFE, 0xFFFF):
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 class _ComposeNames:
     """Compose service names: ``NAME`` for a service of one instance, ``NAME-N`` per instance
     of a scaled one (each instance has its own port, so each is its own compose service)."""
@@ -205,10 +183,6 @@ def compose_healthcheck(kind: HealthKind, target: str, timeout: float) -> list[s
     return None
 
 
-def _yaml_list(items: list[str], indent: str) -> list[str]:
-    return [f"{indent}- {yaml_quote(x)}" for x in items]
-
-
 def render(plan: Plan, app: str, image: str | None = None) -> dict[str, str]:
     """compose.yaml, and the project's name in a .env beside it (compose v1 rejects a top-level
     ``name:``; both v1 and v2 read ``COMPOSE_PROJECT_NAME`` from that file)."""
@@ -217,6 +191,8 @@ def render(plan: Plan, app: str, image: str | None = None) -> dict[str, str]:
 
 
 def _compose(plan: Plan, app: str, image: str | None) -> str:
+    import yaml
+
     stack = plan.stack
     names = _ComposeNames(plan)
     cenv = _ComposeEnv(plan, names)
@@ -226,59 +202,67 @@ def _compose(plan: Plan, app: str, image: str | None) -> str:
         cwd = str(_cwd(inst))
         if not any(cwd == m or cwd.startswith(m.rstrip("/") + "/") for m in mounts):
             mounts.add(cwd)
+    notes = []
+    published = "" if stack.host in ("", "0.0.0.0", "::") else f"{stack.host}:"  # as `up` binds them
+    services: dict[str, dict] = {}
+    for inst in plan.instances:
+        svc = inst.service
+        env = cenv.env(inst)
+        s: dict = {
+            "image": _dollars(image) if image else "${REVOSTACK_IMAGE:-" + DEFAULT_IMAGE + "}",
+            "init": True,  # a real PID 1: the stop signal reaches the program, zombies are reaped
+            "working_dir": _dollars(str(_cwd(inst))),
+            "volumes": [{"type": "bind", "source": _dollars(m), "target": _dollars(m)} for m in sorted(mounts)],
+            "command": [_dollars(a) for a in cenv.cmd(inst, env)],
+        }
+        if env:
+            s["environment"] = {k: _dollars(v) for k, v in env.items()}
+        if inst.port.port is not None:
+            s["ports"] = [f"{published}{inst.port.port}:{inst.port.port}"]
+        if svc.depends_on:
+            s["depends_on"] = {}
+            for dep in svc.depends_on:
+                target = stack.services[dep.name]
+                condition = {Condition.STARTED: "service_started", Condition.HEALTHY: "service_healthy",
+                             Condition.COMPLETED: "service_completed_successfully"}[dep.condition]
+                if dep.condition is Condition.HEALTHY and (target.health is None or target.health.kind is HealthKind.LOG):
+                    condition = "service_started"
+                    notes.append(f"{names.of[inst.name]} waits for {dep.name} to start, not to be healthy: "
+                                 "a log health check has no compose equivalent.")
+                for dinst in plan.of_service(dep.name):
+                    s["depends_on"][names.of[dinst.name]] = {"condition": condition}
+        if svc.health is not None:
+            h = svc.health
+            test = compose_healthcheck(h.kind, cenv.health_target(inst, env), h.timeout)
+            if test is None:
+                notes.append(f"{names.of[inst.name]} has no healthcheck: its log check (a regex over the output) "
+                             "has no compose equivalent.")
+            else:
+                s["healthcheck"] = {"test": [_dollars(t) for t in test], "interval": duration(h.interval),
+                                    "timeout": duration(h.timeout), "retries": h.retries,
+                                    "start_period": duration(h.start_period)}
+        s["restart"] = {Restart.NO: "no", Restart.ON_FAILURE: f"on-failure:{svc.max_restarts}",
+                        Restart.ALWAYS: "always"}[svc.restart]
+        s["stop_signal"] = svc.stop_signal
+        s["stop_grace_period"] = duration(svc.stop_timeout)
+        if svc.name not in selected:
+            s["profiles"] = ["manual"]  # autostart = false
+        services[names.of[inst.name]] = s
     lines = _header("#", plan, "compose", [
         "Set the image: REVOSTACK_IMAGE=... docker compose up (or edit each image: line)." if not image else
         f"Every service runs in {image}.",
         "The stack's folder is mounted at the same path so working_dir exists; drop the volumes",
         "when the image contains the code. Inside a container the services bind 0.0.0.0.",
+        *(["The profile \"manual\" holds the services with autostart = false."]
+          if any("profiles" in s for s in services.values()) else []),
+        *notes,
     ])
-    published = "" if stack.host in ("", "0.0.0.0", "::") else f"{stack.host}:"  # as `up` binds them
-    lines += ["", "services:"]
-    for inst in plan.instances:
-        svc = inst.service
-        env = cenv.env(inst)
-        lines += [
-            f"  {yaml_quote(names.of[inst.name])}:",
-            f"    image: {yaml_quote(image) if image else yaml_quote('${REVOSTACK_IMAGE:-' + DEFAULT_IMAGE + '}', dollar=False)}",
-            "    init: true",  # a real PID 1: the stop signal reaches the program, zombies are reaped
-            f"    working_dir: {yaml_quote(str(_cwd(inst)))}",
-            "    volumes:",
-        ]
-        for m in sorted(mounts):
-            lines += ["      - type: \"bind\"", f"        source: {yaml_quote(m)}", f"        target: {yaml_quote(m)}"]
-        lines += ["    command:"] + _yaml_list(cenv.cmd(inst, env), "      ")
-        if env:
-            lines.append("    environment:")
-            lines += [f"      {yaml_quote(k)}: {yaml_quote(v)}" for k, v in env.items()]
-        if inst.port.port is not None:
-            lines += ["    ports:", f"      - {yaml_quote(f'{published}{inst.port.port}:{inst.port.port}')}"]
-        if svc.depends_on:
-            lines.append("    depends_on:")
-            for dep in svc.depends_on:
-                target = stack.services[dep.name]
-                condition = {Condition.STARTED: "service_started", Condition.HEALTHY: "service_healthy",
-                             Condition.COMPLETED: "service_completed_successfully"}[dep.condition]
-                note = ""
-                if dep.condition is Condition.HEALTHY and (target.health is None or target.health.kind is HealthKind.LOG):
-                    condition, note = "service_started", "  # a log health check has no compose equivalent"
-                for dinst in plan.of_service(dep.name):
-                    lines += [f"      {yaml_quote(names.of[dinst.name])}:", f"        condition: {yaml_quote(condition)}{note}"]
-        if svc.health is not None:
-            h = svc.health
-            test = compose_healthcheck(h.kind, cenv.health_target(inst, env), h.timeout)
-            if test is None:
-                lines.append("    # healthcheck: a log check (a regex over the output) has no compose equivalent")
-            else:
-                lines += ["    healthcheck:", "      test:"] + _yaml_list(test, "        ")
-                lines += [f"      interval: {yaml_quote(duration(h.interval))}",
-                          f"      timeout: {yaml_quote(duration(h.timeout))}",
-                          f"      retries: {h.retries}",
-                          f"      start_period: {yaml_quote(duration(h.start_period))}"]
-        restart = {Restart.NO: "no", Restart.ON_FAILURE: f"on-failure:{svc.max_restarts}",
-                   Restart.ALWAYS: "always"}[svc.restart]
-        lines += [f"    restart: {yaml_quote(restart)}",
-                  f"    stop_signal: {yaml_quote(svc.stop_signal)}",
-                  f"    stop_grace_period: {yaml_quote(duration(svc.stop_timeout))}"]
-        if svc.name not in selected:
-            lines += ["    profiles:", "      - \"manual\"  # autostart = false"]
-    return "\n".join(lines) + "\n"
+    # PyYAML quotes whatever would not read back as the same string (NO, 1e3, ": "...); every $
+    # is doubled before (compose interpolates every value), but the image placeholder's
+    body = yaml.safe_dump({"services": services}, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                          width=float("inf"))
+    return "\n".join(lines) + "\n\n" + body
+
+
+def _dollars(text: str) -> str:
+    return text.replace("$", "$$")
