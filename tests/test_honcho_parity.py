@@ -4,7 +4,6 @@ folder the processes run in, what is printed by the processes, the exit code).""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
