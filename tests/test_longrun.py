@@ -25,10 +25,12 @@ pytestmark = pytest.mark.timeout(120)
 TICKER = r'''
 import os, signal, sys, time
 name = os.environ["REVOSTACK_SERVICE"]
-with open(f"{name}.pid", "w") as f:
-    f.write(str(os.getpid()))
-with open(f"{name}.env", "w") as f:
+with open(f"{name}.env.tmp", "w") as f:  # the env first, then the pid: a new pid means both are there
     f.write("\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.isupper()))
+os.replace(f"{name}.env.tmp", f"{name}.env")
+with open(f"{name}.pid.tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.replace(f"{name}.pid.tmp", f"{name}.pid")
 def term(sig, _):
     with open(f"{name}.signals", "a") as f:
         f.write(signal.Signals(sig).name + "\n")
