@@ -134,9 +134,11 @@ def _provided(plan: Plan) -> dict[str, str]:
 
 def _uses(svc, key: str, other: str) -> bool:
     """Whether ``svc`` needs what ``key`` says of service ``other``: it depends on it, or its
-    command, environment or health check names it."""
+    command, environment or health check refers to it (``${other.port}``, ``$OTHER_PORT``)."""
+    from revostack import interp
+
     if any(d.name == other for d in svc.depends_on):
         return True
     texts = [svc.cmd] if isinstance(svc.cmd, str) else list(svc.cmd)
     texts += list(svc.env.values()) + ([svc.health.target] if svc.health else [])
-    return any(f"${{{other}." in t or key in t for t in texts)
+    return any(ref.service == other or ref.var == key for t in texts for ref in interp.references(t))

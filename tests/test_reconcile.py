@@ -102,3 +102,10 @@ def test_handoff_and_dependencies_count_as_changes(tmp_path):
     d = reconcile.diff(plan_of(tmp_path, BASE), plan_of(tmp_path, new))
     kinds = {c.service: c for c in d.changes}
     assert kinds["api"].why == ("handoff",) and kinds["worker"].why == ("depends_on",)
+
+
+def test_a_service_that_names_a_moved_port_without_depending_on_it_restarts(tmp_path):
+    text = BASE.replace('[services.worker]\ncmd = "work"', '[services.worker]\ncmd = "work --api $API_PORT"')
+    d = reconcile.diff(plan_of(tmp_path, text), plan_of(tmp_path, text.replace("port = 16000", "port = 16100")))
+    assert [(c.service, c.kind) for c in d.changes] == [("worker", "dependent"), ("api", "changed"),
+                                                        ("web", "dependent")]
