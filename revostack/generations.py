@@ -75,7 +75,7 @@ async def spawn(sup, st) -> Generation:
                                 pty=inst.service.pty, listen_fd=listen_fd)
     gen = Generation(inst, child, checker=checker)
     if public is not None:
-        gen.backend = Backend(st.name, child.pid, public.backend_host, port)
+        gen.backend = Backend(st.name, public.backend_host, port)
         public.add(gen.backend)
     return gen
 

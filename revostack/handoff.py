@@ -39,7 +39,6 @@ class Backend:
     """One generation of one instance, as the public port sees it."""
 
     instance: str
-    pid: int
     host: str
     port: int | None  # the private port (proxy); None with socket activation
     ready: bool = False

@@ -122,7 +122,7 @@ class Supervisor:
             from revostack import control
 
             server = await control.serve(self, self.rundir.socket_path)
-        await self.open_public_ports()
+        await self.open_public_ports_for(self.plan)
         watcher = None
         if self.options.watch and (self.stack.files or any(st.inst.service.watch for st in self.instances.values())):
             from revostack import watch
@@ -146,9 +146,6 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.loop.remove_signal_handler(sig)  # False for one never added
         return self.exit_code()
-
-    async def open_public_ports(self) -> None:
-        await self.open_public_ports_for(self.plan)
 
     async def open_public_ports_for(self, plan: Plan) -> None:
         """A handoff's public port listens from now until the stack stops (the socket reserved

@@ -68,7 +68,8 @@ def test_a_running_stack_answers_and_down_finds_the_processes_by_their_marker(tm
     reaper.stacks.append(sid)
     run = Run(reaper, ["up", "--no-watch"], tmp_path)
     run.wait_line(r"web\.1 started", 30, system=True)
-    pid = json.loads((tmp_path / ".revostack" / "state.json").read_text())["instances"]["web.1"]["pid"]
+    state = tmp_path / ".revostack" / "state.json"  # written just after the "started" line: wait for it
+    pid = wait_for(lambda: json.loads(state.read_text())["instances"]["web.1"]["pid"], 10, what="the pid recorded")
     corrupt_later = tmp_path / ".revostack" / "state.json"
     corrupt_later.write_text("{oops")
     r = cli("ps", "--json", cwd=tmp_path, env=clean_env())  # the running stack answers on its socket

@@ -108,11 +108,10 @@ def run_async(coro) -> int:
 
 def live_ports(stack, when_down: str | None = None):
     """The running stack's assignments, or None when it is not running."""
-    reply = ask_running(stack, {"cmd": "ports"}, when_down) if when_down else None
-    if when_down is None:
-        from revostack import control
+    from revostack import control
 
-        reply = control.request_if_running(stack, {"cmd": "ports"})
+    msg = {"cmd": "ports"}
+    reply = ask_running(stack, msg, when_down) if when_down else control.request_if_running(stack, msg)
     return None if reply is None else reply.get("instances")
 
 

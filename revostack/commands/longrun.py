@@ -29,10 +29,10 @@ def detach(args, stack) -> int:
     argv += ["--no-watch"] * args.no_watch + ["--abort-on-exit"] * args.abort_on_exit
     argv += ["--no-timestamps"] * (not args.timestamps) + (["--strategy", args.strategy] if args.strategy else [])
     log = rd.logs / "up.log"
+    start = log.stat().st_size if log.exists() else 0  # what this child writes begins here
     with open(log, "ab") as out:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, env={**os.environ, "REVOSTACK_DETACHED": "1"})
-    start = log.stat().st_size if log.exists() else 0
     limit = max([s.health.start_period for s in stack.services.values() if s.health] + [10.0]) + 30
     deadline = time.monotonic() + limit
     reply = None
