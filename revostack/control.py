@@ -12,9 +12,7 @@ by one line (``{"ok": true}``) and then the live output, until either side close
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ async def serve(sup, path: Path):
 
 async def _handle(sup, reader, writer) -> None:
     import asyncio
+    import json
 
     try:
         async with asyncio.timeout(TIMEOUT):
@@ -155,6 +154,9 @@ class NoAnswer(Exception):
 def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
     """One request. FileNotFoundError/ConnectionRefusedError when no ``up`` listens;
     NoAnswer when it does not answer in time."""
+    import json
+    import socket  # here, not above: `ports` with no stack running needs neither (~7 ms)
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable
+
+from revostack.record import record
 
 # $$ | ${...} | $NAME
 _TOKEN = re.compile(r"\$(?:(\$)|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-@dataclass(frozen=True)
+@record
 class Ref:
     """One reference found in a string."""
 

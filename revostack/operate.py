@@ -9,7 +9,7 @@ Kept instances keep their ports: the new plan is made with the running ports hel
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from revostack.record import replace
 
 from revostack import graph
 from revostack.generations import State

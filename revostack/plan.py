@@ -4,15 +4,15 @@ runs with. Pure: the world (is a port free, who holds it) is passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
 from revostack import interp
+from revostack.record import factory, record, replace
 from revostack.stackfile import Handoff, Health, HealthKind, Service, Stack, Strategy, env_prefix
 
 
-@dataclass(frozen=True)
+@record
 class Holder:
     """Who holds a port."""
 
@@ -47,7 +47,7 @@ class Action:
     STOP = "stopped"  # aggressive: stop a same-user holder running the same program
 
 
-@dataclass(frozen=True)
+@record
 class PortChoice:
     preferred: int | None
     port: int | None
@@ -56,13 +56,13 @@ class PortChoice:
     action: str = Action.NONE
 
 
-@dataclass(frozen=True)
+@record
 class Instance:
     name: str  # "backend.1"
     service: Service
     index: int
     port: PortChoice
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = factory(dict)
     cmd: str | tuple[str, ...] = ""
     health: Health | None = None
 
@@ -71,13 +71,13 @@ class Instance:
         return self.service.cwd
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     stack: Stack
     instances: tuple[Instance, ...]
     levels: tuple[tuple[str, ...], ...]  # service names by dependency level
     failures: tuple[str, ...] = ()  # instances that got no port, with why
-    environ: Mapping[str, str] = field(default_factory=dict)  # the base environment it was built on
+    environ: Mapping[str, str] = factory(dict)  # the base environment it was built on
     color: bool | None = None
 
     @property

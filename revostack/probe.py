@@ -7,15 +7,17 @@ user's process, and only processes proven ours (pid + create time, or the stack 
 
 from __future__ import annotations
 
+import _socket  # the C module: probing needs only bind(); socket.py's enums cost ~4 ms per command
 import errno
 import os
-import socket
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from revostack.plan import Holder
+from revostack.record import record
 
 if TYPE_CHECKING:
+    import socket
+
     import psutil
 
 # psutil is imported where it is used, so that `revostack ports` on a free machine stays fast.
@@ -24,13 +26,13 @@ MARKER = "REVOSTACK_STACK"
 
 
 def can_bind(port: int, host: str) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     try:
-        s = socket.socket(family, socket.SOCK_STREAM)
+        s = _socket.socket(family, _socket.SOCK_STREAM)
     except OSError:
         return True  # no such address family here: nothing can hold it
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         s.bind((host, port))
         return True
     except OSError as e:
@@ -48,9 +50,12 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def os_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    s = _socket.socket(_socket.AF_INET6 if ":" in host else _socket.AF_INET, _socket.SOCK_STREAM)
+    try:
         s.bind((host, 0))
         return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def listeners() -> dict[int, list[tuple[str, int | None]]]:
@@ -91,7 +96,7 @@ def ancestors() -> set[int]:
     return out
 
 
-@dataclass
+@record(frozen=False)
 class Ownership:
     """What proves a process is this stack's: its id, the pids recorded in state.json with their
     create times, and whether that stack's ``up`` is alive right now."""
@@ -256,7 +261,7 @@ def alive(pid: int, create_time: float | None = None) -> bool:
         return False
 
 
-@dataclass
+@record(frozen=False)
 class Leftover:
     pid: int
     name: str
@@ -423,6 +428,8 @@ class Reservations:
     def reserve(self, port: int) -> bool:
         if port in self.sockets:
             return True
+        import socket  # a socket object: a handoff's public port is handed to the event loop
+
         s = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
@@ -99,6 +98,8 @@ class RunDir:
             return None, "is empty"
         if b"\0" in raw:
             return None, "holds NUL bytes"
+        import json
+
         try:
             data = json.loads(raw)
         except UnicodeDecodeError:
@@ -109,6 +110,8 @@ class RunDir:
         return (None, why) if why else (data, None)
 
     def write_state(self, data: dict[str, Any]) -> None:
+        import json
+
         self.ensure()
         tmp = self.state_file.with_name(f"state.json.{os.getpid()}.tmp")
         payload = json.dumps({"version": STATE_VERSION, **data}, indent=1).encode()
@@ -202,12 +205,16 @@ class RunDir:
 
     # -- history -----------------------------------------------------------------------------
     def append_history(self, entry: dict[str, Any]) -> None:
+        import json
+
         self.ensure()
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}
         with open(self.history_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def read_history(self) -> list[dict[str, Any]]:
+        import json
+
         out = []
         try:
             with open(self.history_file) as f:

@@ -1,4 +1,4 @@
-"""The Stackfile model: Stackfile.toml -> frozen dataclasses, with every problem located.
+"""The Stackfile model: Stackfile.toml -> frozen records (revostack.record), with every problem located.
 
 Layer 0: stdlib + tomlkit only. ``load(path)`` returns a ``Stack`` or raises ``ConfigError``
 holding *all* the problems found, each as ``FILE:LINE:COL: key.path: message``.
@@ -6,19 +6,25 @@ holding *all* the problems found, each as ``FILE:LINE:COL: key.path: message``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import _signal  # signal.py builds enums on import (~2 ms); names and numbers are all we need
 import re
-import signal
-from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from revostack import dotenv, graph, interp
 from revostack.errors import ConfigError, Problem, did_you_mean
-from revostack.locate import Locator
+from revostack.record import factory, record, replace
+
+if TYPE_CHECKING:
+    from revostack.locate import Locator
+
+try:  # Python's own sha1: hashlib loads OpenSSL's, ~5 ms more on every command
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import sha1 as _sha1
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -55,7 +61,7 @@ class HealthKind(str, Enum):
     LOG = "log"
 
 
-@dataclass(frozen=True)
+@record
 class Health:
     kind: HealthKind
     target: str  # URL, host:port, command or regex, uninterpolated
@@ -66,19 +72,19 @@ class Health:
     implicit: bool = False  # the default TCP check of a service with a port
 
 
-@dataclass(frozen=True)
+@record
 class Dependency:
     name: str
     condition: Condition
 
 
-@dataclass(frozen=True)
+@record
 class Service:
     name: str
     cmd: str | tuple[str, ...]
     cwd: Path
-    env: Mapping[str, str] = field(default_factory=dict)  # raw, interpolated at plan time
-    dotenv: Mapping[str, str] = field(default_factory=dict)  # merged env_file values
+    env: Mapping[str, str] = factory(dict)  # raw, interpolated at plan time
+    dotenv: Mapping[str, str] = factory(dict)  # merged env_file values
     port: int | None = None
     fallback: tuple[int, ...] = ()
     port_env: str = "PORT"
@@ -103,10 +109,10 @@ class Service:
 
     @property
     def signal_number(self) -> int:
-        return int(getattr(signal, self.stop_signal))
+        return int(getattr(_signal, self.stop_signal))
 
 
-@dataclass(frozen=True)
+@record
 class Stack:
     name: str
     path: Path  # the Stackfile (or Procfile)
@@ -114,8 +120,8 @@ class Stack:
     host: str = "127.0.0.1"
     strategy: Strategy = Strategy.INTELLIGENT
     stop_timeout: float = 10.0
-    env: Mapping[str, str] = field(default_factory=dict)
-    dotenv: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = factory(dict)
+    dotenv: Mapping[str, str] = factory(dict)
     kind: str = "stackfile"  # or "procfile"
     files: tuple[Path, ...] = ()  # what it was read from: the Stackfile and every env file (for reload)
 
@@ -126,8 +132,11 @@ class Stack:
     @property
     def id(self) -> str:
         """Stable id of this stack: its name plus a hash of the Stackfile's absolute path."""
-        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:8]
-        return f"{self.name}-{digest}"
+        got = self.__dict__.get("_id")
+        if got is None:
+            digest = _sha1(str(self.path.resolve()).encode()).hexdigest()[:8]
+            got = self.__dict__["_id"] = f"{self.name}-{digest}"  # a cache, not a field
+        return got
 
     @property
     def deps(self) -> dict[str, list[str]]:
@@ -162,7 +171,7 @@ SERVICE_KEYS = {
 }
 HEALTH_KEYS = {"http", "tcp", "cmd", "log", "interval", "timeout", "retries", "start_period"}
 TOP_KEYS = {"stack", "env", "services"}
-SIGNALS = {s.name for s in signal.Signals if not s.name.startswith("SIG_")}
+SIGNALS = {n for n in dir(_signal) if n.startswith("SIG") and not n.startswith("SIG_")}
 
 
 def _type_name(value: Any) -> str:
@@ -194,11 +203,20 @@ class _Loader:
         self.display = _display(path)
         self.text = text
         self.environ = environ
-        self.loc = Locator(text)
+        self._loc: Locator | None = None
         self.problems: list[Problem] = []
         self.files: list[Path] = [path]
 
     # -- reporting ---------------------------------------------------------------------------
+    @property
+    def loc(self) -> Locator:
+        """The key locator, built on the first problem: a valid file never needs it."""
+        if self._loc is None:
+            from revostack.locate import Locator
+
+            self._loc = Locator(self.text)
+        return self._loc
+
     def err(self, path: tuple[Any, ...], message: str, needle: str | None = None) -> None:
         line, col = self.loc.find(path, needle)
         self.problems.append(Problem(self.display, message, line, col, ".".join(str(p) for p in path)))
@@ -678,7 +696,13 @@ def _toml(text: str) -> str:
 
 def env_prefix(name: str) -> str:
     """``my-api.2`` -> ``MY_API_2``."""
-    return re.sub(r"[-.]", "_", name).upper()
+    got = _PREFIXES.get(name)
+    if got is None:
+        got = _PREFIXES[name] = name.replace("-", "_").replace(".", "_").upper()
+    return got
+
+
+_PREFIXES: dict[str, str] = {}  # asked for every pair of services when a plan is built
 
 
 def _rel(path: Path) -> str:

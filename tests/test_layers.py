@@ -65,3 +65,24 @@ except errors.ConfigError:
     pass
 """
     assert loaded_after(code) == []
+
+
+# What `ports` and `check` on a valid Stackfile with no stack running must not import: the
+# runtime's modules and the stdlib ones that cost milliseconds each (docs/performance.md).
+NOT_FOR_PORTS = ["asyncio", "rich", "psutil", "tomlkit", "dataclasses", "inspect", "hashlib", "socket", "json",
+                 "difflib", "revostack.locate"]
+
+
+@pytest.mark.parametrize("command", ["ports", "check"])
+def test_ports_and_check_import_only_what_they_need(tmp_path, command):
+    (tmp_path / "Stackfile.toml").write_text(
+        '[services.db]\ncmd = "x"\nport = 5432\nhealth = { tcp = "${host}:${port}" }\n'
+        '[services.web]\ncmd = ["x", "${db.port}"]\nport = 8000\ndepends_on = ["db"]\nwatch = ["*.py"]\n'
+    )
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "revostack", command], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # -X importtime writes one line per module imported: "import time: self | cumulative | name"
+    loaded = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "revostack.stackfile" in loaded  # the probe sees our own imports
+    assert sorted(m for m in NOT_FOR_PORTS if m in loaded) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -118,6 +117,8 @@ def cmd_ports(args) -> int:
                     instances[-1]["private"] = None
     failed = [i for i in instances if i["assigned"] is None]
     if args.json:
+        import json
+
         print(json.dumps({"stack": stack.name, "live": is_live, "instances": instances}, indent=2))
     elif args.env:
         seen = set()
@@ -158,6 +159,8 @@ def cmd_graph(args) -> int:
 
 
 def cmd_scan(args) -> int:
+    import json
+
     from revostack import output, probe
     from revostack.rundir import RunDir
 
@@ -252,6 +255,8 @@ def _short(cmd: str | None, width: int = 60) -> str:
 
 
 def cmd_history(args) -> int:
+    import json
+
     from revostack import output
     from revostack.rundir import RunDir
 
