@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from revostack import process
+from revostack import process, procs
 from revostack.handoff import Backend, PublicPort, private_port
 from revostack.health import Checker
 from revostack.plan import Instance
@@ -71,7 +71,7 @@ async def spawn(sup, st) -> Generation:
     checker = None
     if inst.health is not None and inst.health.kind is HealthKind.LOG:
         checker = Checker(inst.health, str(inst.cwd), inst.env)
-    child = await process.spawn(process.argv_for(inst.cmd), str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
+    child = await process.spawn(procs.argv_for(inst.cmd), str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
                                 pty=inst.service.pty, listen_fd=listen_fd)
     gen = Generation(inst, child, checker=checker)
     if public is not None:
@@ -230,7 +230,7 @@ async def drain(sup, st, gen: Generation) -> None:
         sup.sink.system(f"{st.name} pid {gen.pid}: could not watch its connections ({e}); stopping it")
     finally:
         exited.cancel()
-        process.signal_group(gen.child.pgid, signal.SIGCONT)  # never leave it frozen
+        procs.signal_group(gen.child.pgid, signal.SIGCONT)  # never leave it frozen
     waited = time.monotonic() - t0
     code = await stop(sup, st, gen, quiet=True, signalled=signalled)
     how = "after its connections closed" if waited < svc.drain_timeout else f"after drain_timeout ({svc.drain_timeout:g}s)"
@@ -251,14 +251,14 @@ async def _quiesce(sup, st, gen: Generation, port: int, exited: asyncio.Future) 
 
     pgid = gen.child.pgid
     while not exited.done():
-        process.signal_group(pgid, signal.SIGSTOP)
+        procs.signal_group(pgid, signal.SIGSTOP)
         await _frozen(pgid)
         busy = await asyncio.to_thread(probe.established, gen.pid, port)
         if not busy:
-            process.signal_group(pgid, st.inst.service.signal_number)
-            process.signal_group(pgid, signal.SIGCONT)
+            procs.signal_group(pgid, st.inst.service.signal_number)
+            procs.signal_group(pgid, signal.SIGCONT)
             return True
-        process.signal_group(pgid, signal.SIGCONT)
+        procs.signal_group(pgid, signal.SIGCONT)
         await asyncio.sleep(DRAIN_POLL)
     return False
 
@@ -266,7 +266,7 @@ async def _quiesce(sup, st, gen: Generation, port: int, exited: asyncio.Future) 
 async def _frozen(pgid: int, timeout: float = 0.2) -> None:
     """Wait until every process of the group is stopped (SIGSTOP is delivered asynchronously)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not process.group_stopped(pgid):
+    while time.monotonic() < deadline and not procs.group_stopped(pgid):
         await asyncio.sleep(0.001)
 
 
@@ -279,13 +279,13 @@ async def stop(sup, st, gen: Generation, quiet: bool = False, signalled: bool = 
     if public is not None:
         public.remove(gen.backend)
     pgid = gen.child.pgid
-    if process.group_alive(pgid):
+    if procs.group_alive(pgid):
         if not quiet:
             sup.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {gen.pid})")
         if not signalled:
-            process.signal_group(pgid, svc.signal_number)
+            procs.signal_group(pgid, svc.signal_number)
         if not await sup.wait_group(pgid, svc.stop_timeout):
-            process.signal_group(pgid, signal.SIGKILL)
+            procs.signal_group(pgid, signal.SIGKILL)
             sup.sink.system(f"{st.name} killed at once (second Ctrl-C)" if sup.kill_now.is_set()
                             else f"{st.name} did not stop within {svc.stop_timeout:g}s: killed")
             await sup.wait_group(pgid, 5.0, allow_kill_now=False)

@@ -12,7 +12,7 @@ import signal
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from revostack.process import asyncio_children
+from revostack.procs import spawned
 from revostack.stackfile import Health, HealthKind
 
 
@@ -75,7 +75,7 @@ async def _cmd(command: str, cwd: str, env: Mapping[str, str], timeout: float) -
                                                     stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
     except OSError as e:
         return False, f"{command}: {e.strerror}"
-    asyncio_children.add(proc.pid)
+    spawned.add(proc.pid)
     try:
         async with asyncio.timeout(timeout):
             code = await proc.wait()
@@ -93,7 +93,7 @@ async def _cmd(command: str, cwd: str, env: Mapping[str, str], timeout: float) -
             pass
         raise
     finally:
-        asyncio_children.discard(proc.pid)
+        spawned.discard(proc.pid)
     return code == 0, f"{command}: exit {code}"
 
 

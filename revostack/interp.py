@@ -41,7 +41,8 @@ def _parse_braced(body: str) -> tuple[str | None, str | None, str | None, str | 
     return body, None, None, None
 
 
-_VALID_BODY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?::?-.*)?|port|host|[A-Za-z0-9][A-Za-z0-9_-]*\.(?:port|host)", re.S)
+# compiled on first use (re caches it): only a string holding "${" needs it
+_VALID_BODY = r"[A-Za-z_][A-Za-z0-9_]*(?::?-.*)?|port|host|[A-Za-z0-9][A-Za-z0-9_-]*\.(?:port|host)"
 
 
 def malformed(text: str, shell: bool = False) -> list[tuple[str, str]]:
@@ -65,7 +66,7 @@ def malformed(text: str, shell: bool = False) -> list[tuple[str, str]]:
             out.append((frag, f'unterminated "{frag}": "${{" without its closing "}}"'))
             return out
         body = text[i + 2:end]
-        if not shell and not _VALID_BODY.fullmatch(body):
+        if not shell and not re.fullmatch(_VALID_BODY, body, re.S):
             out.append((text[i:end + 1], _why(body)))
         i = end + 1
 

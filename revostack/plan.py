@@ -225,6 +225,7 @@ def build(
     """The full plan for the selected services (see ``Stack.selection``)."""
     levels = tuple(tuple(level) for level in stack.levels(selected))
     service_ports = _service_ports(stack, ports)
+    shared = ports_env(stack, ports, service_ports)  # the same for every instance: built once
     instances = []
     failures = []
     for level in levels:
@@ -235,7 +236,7 @@ def build(
                 if svc.port is not None and choice.port is None:
                     failures.append(f"{inst}: {choice.reason or 'no port'}")
                 instances.append(_instance(stack, svc, inst, idx, choice, choice.port, ports, service_ports,
-                                           environ, color))
+                                           environ, color, shared))
     return Plan(stack, tuple(instances), levels, tuple(failures), environ, color)
 
 
@@ -250,10 +251,10 @@ def _service_ports(stack: Stack, ports: Mapping[str, PortChoice]) -> dict[str, i
 
 def _instance(stack: Stack, svc: Service, name: str, idx: int, choice: PortChoice, own_port: int | None,
               ports: Mapping[str, PortChoice], service_ports: Mapping[str, int | None],
-              environ: Mapping[str, str], color: bool | None) -> Instance:
+              environ: Mapping[str, str], color: bool | None, shared: Mapping[str, str] | None = None) -> Instance:
     """One instance resolved with ``own_port`` as its ``PORT`` and ``${port}`` (its private port
     behind a proxy; otherwise the planned one)."""
-    env = instance_env(stack, svc, name, own_port, ports, service_ports, environ, color)
+    env = instance_env(stack, svc, name, own_port, ports, service_ports, environ, color, shared)
     return Instance(name, svc, idx, choice, env, resolve_cmd(stack, svc, own_port, service_ports, env),
                     resolve_health(stack, svc, own_port, service_ports, env))
 
@@ -275,6 +276,26 @@ def _resolver(stack: Stack, svc: Service | None, port: int | None, service_ports
     return resolve
 
 
+def ports_env(stack: Stack, ports: Mapping[str, PortChoice], service_ports: Mapping[str, int | None]) -> dict[str, str]:
+    """``NAME_PORT`` and ``NAME_HOST`` of every service with a port (and of each instance of a
+    scaled one): what every instance is told of the others."""
+    out: dict[str, str] = {}
+    for other in stack.services.values():
+        if other.port is None:
+            continue
+        first = service_ports.get(other.name)
+        if first is not None:
+            out[f"{env_prefix(other.name)}_PORT"] = str(first)
+            out[f"{env_prefix(other.name)}_HOST"] = stack.host
+        if other.scale > 1:
+            for oi in other.instances:
+                c = ports.get(oi)
+                if c is not None and c.port is not None:
+                    out[f"{env_prefix(oi)}_PORT"] = str(c.port)
+                    out[f"{env_prefix(oi)}_HOST"] = stack.host
+    return out
+
+
 def instance_env(
     stack: Stack,
     svc: Service,
@@ -284,22 +305,11 @@ def instance_env(
     service_ports: Mapping[str, int | None],
     environ: Mapping[str, str],
     color: bool | None = None,
+    shared: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one instance, layered as docs/stackfile.md says (later wins)."""
-    ours: dict[str, str] = {}
-    for other in stack.services.values():
-        if other.port is None:
-            continue
-        first = service_ports.get(other.name)
-        if first is not None:
-            ours[f"{env_prefix(other.name)}_PORT"] = str(first)
-            ours[f"{env_prefix(other.name)}_HOST"] = stack.host
-        if other.scale > 1:
-            for oi in other.instances:
-                c = ports.get(oi)
-                if c is not None and c.port is not None:
-                    ours[f"{env_prefix(oi)}_PORT"] = str(c.port)
-                    ours[f"{env_prefix(oi)}_HOST"] = stack.host
+    """The environment of one instance, layered as docs/stackfile.md says (later wins).
+    ``shared``: ``ports_env`` of the same plan, when the caller has it already."""
+    ours = dict(ports_env(stack, ports, service_ports) if shared is None else shared)
     if port is not None:
         ours[svc.port_env] = str(port)
     ours["REVOSTACK_STACK"] = stack.id

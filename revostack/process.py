@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-_SHELL_META = re.compile(r"[;&|<>()`\n\\*?\[\]{}!#~'\"]|^\s*(if|for|while|until|case|cd|export|exec|set|trap|\.|source)\b")
-
-
-def argv_for(cmd: str | tuple[str, ...]) -> list[str]:
-    """A string runs through ``/bin/sh -c``; a single simple command is ``exec``'d so that the
-    pid we track is the program itself. An array is exec'd as is."""
-    if not isinstance(cmd, str):
-        return list(cmd)
-    first = cmd.split(None, 1)[0] if cmd.split() else ""
-    if _SHELL_META.search(cmd) or "=" in first:
-        return ["/bin/sh", "-c", cmd]
-    return ["/bin/sh", "-c", "exec " + cmd]
+from revostack.procs import create_time, spawned
 
 
 class _Protocol(asyncio.SubprocessProtocol):
@@ -128,127 +115,6 @@ async def spawn(argv: list[str], cwd: str, env: Mapping[str, str], on_data: Call
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **extra)
         child = Child(transport.get_pid(), None, proto, transport)
     child.create_time = create_time(child.pid)
-    asyncio_children.add(child.pid)
-    proto.exited.add_done_callback(lambda _f, pid=child.pid: asyncio_children.discard(pid))
+    spawned.add(child.pid)
+    proto.exited.add_done_callback(lambda _f, pid=child.pid: spawned.discard(pid))
     return child
-
-
-# pids of children that asyncio spawned and will reap itself; any other zombie child of ours is
-# an orphaned grandchild re-parented to us (we are a subreaper) and is ours to reap.
-asyncio_children: set[int] = set()
-
-
-def reap_orphans() -> None:
-    """Reap zombies re-parented to us. Never ``waitpid(-1)``: asyncio reaps its own children."""
-    me = os.getpid()
-    try:
-        with open(f"/proc/{me}/task/{me}/children") as f:
-            pids = [int(p) for p in f.read().split()]
-    except OSError:
-        return
-    for pid in pids:
-        if pid in asyncio_children or is_alive(pid):
-            continue
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def is_alive(pid: int) -> bool:
-    """True unless the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        return stat[stat.rfind(")") + 2] != "Z"
-    except OSError:
-        return False
-
-
-def create_time(pid: int) -> float | None:
-    """Process start time as psutil reports it (seconds since the epoch): /proc/PID/stat's
-    starttime in clock ticks + /proc/stat's btime, psutil's own arithmetic. Read directly
-    because this runs on every spawn, and importing psutil for it cost the first spawn ~30 ms
-    (and `start`, which needs psutil for nothing else, its memory)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        ticks = float(stat[stat.rfind(b")") + 2:].split()[19])
-        with open("/proc/stat", "rb") as f:
-            for line in f:
-                if line.startswith(b"btime"):
-                    return ticks / _CLOCK_TICKS + float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:  # no /proc (not Linux)
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:
-        return None
-
-
-try:
-    _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-except (ValueError, OSError, AttributeError):
-    _CLOCK_TICKS = 100
-
-
-def signal_group(pgid: int, sig: int) -> bool:
-    """Signal a whole process group; False when it is gone. ESRCH/EPERM races are ignored."""
-    if pgid <= 1:
-        return False
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group lives (zombies count until they are reaped)."""
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def group_stopped(pgid: int) -> bool:
-    """Whether every process of the group is stopped (or gone): /proc state T, t, Z or X."""
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return True
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"T", b"t", b"Z", b"X"):
-            return False
-    return True
-
-
-def become_subreaper() -> bool:
-    """Make orphaned descendants ours (Linux), so a daemonising grandchild can still be found
-    and stopped. Returns whether it worked."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_CHILD_SUBREAPER = 36
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except Exception:
-        return False
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)

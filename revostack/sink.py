@@ -9,12 +9,14 @@ mix between services because only whole lines are queued.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
+
+if TYPE_CHECKING:
+    import asyncio
 
 COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)  # ANSI foregrounds, honcho's order first
 SYSTEM_COLOR = 1  # bold
@@ -68,6 +70,8 @@ class Sink:
         self.log_queue: dict[_Stream, list[bytes]] = {}
         self.scheduled = False
         self._clock = (-1, b"", b"")  # (second, "HH:MM:SS ", "YYYY-MM-DDTHH:MM:SS ")
+        # what schedules the flushes and partial-line timers: the running asyncio loop, or
+        # any object with its call_soon and call_later (`revostack start`'s own loop)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.taps: list[Tap] = []  # `revostack attach` clients: the same lines, fanned out per flush
         self._system = _Stream("system")  # revostack's own lines, logged too (what `up -d` says)
@@ -131,7 +135,7 @@ class Sink:
                     s.timer = None
                 s.partial = rest
                 if s.timer is None:
-                    loop = self.loop or asyncio.get_running_loop()
+                    loop = self.loop or _running_loop()
                     s.timer = loop.call_later(PARTIAL_DELAY_BULK if bulk else PARTIAL_DELAY, self._flush_partial, s)
         if s.timer is not None and not s.partial:
             s.timer.cancel()
@@ -199,7 +203,7 @@ class Sink:
         if not self.scheduled:
             self.scheduled = True
             try:
-                (self.loop or asyncio.get_running_loop()).call_soon(self.flush)
+                (self.loop or _running_loop()).call_soon(self.flush)
             except RuntimeError:  # no loop: write now
                 self.flush()
 
@@ -252,6 +256,23 @@ class Sink:
             if s.log is not None:
                 s.log.close()
                 s.log = None
+
+
+def announce_moves(sink: Sink, plan) -> None:
+    """A ``system`` line for every instance that got another port than it asked for."""
+    from revostack.plan import Action
+
+    for inst in plan.instances:
+        c = inst.port
+        if c.action == Action.MOVED and c.port is not None and c.preferred and c.port != c.preferred:
+            who = c.holder.describe() if c.holder is not None else "another process"
+            sink.system(f"{inst.name}: port {c.preferred} is in use by {who}: moved to {c.port}")
+
+
+def _running_loop():
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 _HALF = MAX_LINE // 2

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from revostack import conflicts, generations, graph, policy, probe, process
+from revostack import conflicts, generations, graph, policy, probe, process, procs
 from revostack.generations import Generation, State
 from revostack.handoff import PublicPort
 from revostack.plan import Instance, Plan
@@ -64,7 +64,6 @@ class InstanceState:
 @dataclass
 class Options:
     abort_on_exit: bool = False
-    honcho: bool = False  # `revostack start`: honcho's messages and exit code rules
     watch: bool = True
     strategy: object = None
     detached: bool = False  # `up -d`: no terminal, SIGHUP does not stop the stack
@@ -86,7 +85,6 @@ class Supervisor:
         self.stopping = False
         self.stop_reason: str | None = None
         self.signal_received: int | None = None
-        self.first_exit: int | None = None  # honcho: the first process's exit code
         self.any_failed = False
         self.started_at = time.time()
         self._state_dirty = False
@@ -112,7 +110,7 @@ class Supervisor:
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
         self.sink.loop = self.loop
-        process.become_subreaper()
+        procs.become_subreaper()
         if self.options.detached:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal to lose: a stray HUP changes nothing
         for sig in (signal.SIGINT, signal.SIGTERM) + (() if self.options.detached else (signal.SIGHUP,)):
@@ -166,12 +164,6 @@ class Supervisor:
             await pp.open()
 
     def exit_code(self) -> int:
-        if self.options.honcho:
-            if self.first_exit is not None:
-                return self.first_exit
-            if self.signal_received is not None:
-                return 128 + self.signal_received
-            return 0
         return 1 if self.any_failed else 0
 
     def _on_signal(self, sig: int) -> None:
@@ -223,7 +215,7 @@ class Supervisor:
                 self._ended(st, State.COMPLETED)
                 return
             if not decision.restart:
-                if decision.failed and not self.options.honcho:  # honcho says only "stopped (rc=N)"
+                if decision.failed:
                     self.sink.system(f"{st.name} failed: {decision.why}" + (
                         "" if st.inst.service.restart is Restart.NO else ", not restarting"))
                 self._ended(st, State.FAILED if decision.failed else State.COMPLETED)
@@ -309,7 +301,7 @@ class Supervisor:
         st.state = State.STARTING if inst.health else State.RUNNING
         st.stable_since = None if inst.health else time.monotonic()
         st.health = "starting" if inst.health else None
-        port = f", port {st.port}" if st.port is not None and not self.options.honcho else ""
+        port = f", port {st.port}" if st.port is not None else ""
         if st.gen.backend is not None and st.gen.backend.port is not None:
             port += f" via private port {st.gen.backend.port}"
         self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
@@ -365,14 +357,10 @@ class Supervisor:
             if st.service in self.public:
                 self.public[st.service].remove(st.gen.backend)
         st.gen = None
-        if self.options.honcho:
-            self.sink.system(f"{st.name} stopped (rc={code})")
-        elif self.stopping or st.restart_request.is_set() or st.stopped_by_us:
+        if self.stopping or st.restart_request.is_set() or st.stopped_by_us:
             self.sink.system(f"{st.name} stopped ({policy.describe_exit(code)})")
         else:
             self.sink.system(f"{st.name} {policy.describe_exit(code)}")
-        if self.first_exit is None and not self.stopping:
-            self.first_exit = code if code >= 0 else 128 - code
         st.started.clear()
         st.healthy.clear()
         if st.state is State.HEALTHY or st.state is State.RUNNING or st.state is State.STARTING:
@@ -394,9 +382,9 @@ class Supervisor:
         """Wait until no process of the group is left. False on timeout (or a second Ctrl-C)."""
         deadline = time.monotonic() + timeout
         delay = 0.001  # a child usually dies within a millisecond of its signal
-        while process.group_alive(pgid):
-            process.reap_orphans()
-            if not process.group_alive(pgid):
+        while procs.group_alive(pgid):
+            procs.reap_orphans()
+            if not procs.group_alive(pgid):
                 break
             if time.monotonic() >= deadline or (allow_kill_now and self.kill_now.is_set()):
                 return False
@@ -440,8 +428,8 @@ class Supervisor:
             self.sink.system(f"killed pid {pid} ({name}), left behind by the stack")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            process.reap_orphans()
-            if not any(process.is_alive(pid) for pid, _ in leftovers):
+            procs.reap_orphans()
+            if not any(procs.is_alive(pid) for pid, _ in leftovers):
                 break
             await asyncio.sleep(0.01)
 
@@ -478,7 +466,7 @@ class Supervisor:
             "name": self.stack.name,
             "stackfile": str(self.stack.path.resolve()),
             "pid": os.getpid(),
-            "create_time": process.create_time(os.getpid()),
+            "create_time": procs.create_time(os.getpid()),
             "started_at": self.started_at,
             "instances": {
                 st.name: {

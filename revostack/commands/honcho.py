@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from revostack.errors import EXIT_FAILED, EXIT_PORTS, ConfigError, UsageError
-from revostack.commands.common import (PROCFILE, child_color, live_ports, load_stack, make_plan, parse_concurrency,
-                                       run_async)
+from revostack.commands.common import PROCFILE, child_color, live_ports, load_stack, make_plan, parse_concurrency
 
 
 def honcho_files(args) -> tuple[Path, Path, list[Path], dict[str, str]]:
@@ -49,16 +48,21 @@ def cmd_start(args) -> int:
     selected = stack.selection(list(args.processes) or None)
     color = output.color_enabled(sys.stdout, args.no_color)
     ports = planmod.plan_ports(stack, selected, probe.ProbeWorld(stack.host))
-    plan = planmod.build(stack, selected, ports, os.environ, child_color(args.no_color))
+    # a plain copy: every instance's env starts from it (os.environ decodes each key on each read)
+    plan = planmod.build(stack, selected, ports, dict(os.environ), child_color(args.no_color))
     if plan.failures:
         for f in plan.failures:
             print(f"revostack: {f}", file=sys.stderr)
         return EXIT_PORTS
 
-    from revostack import runtime
+    from revostack.sink import Sink, announce_moves
+    from revostack.starter import Starter
 
     quiet = {q.strip() for q in (args.quiet or "").split(",") if q.strip()}
-    return run_async(runtime.start(plan, color=color, prefix=not args.no_prefix, quiet=quiet))
+    quiet_instances = {i.name for i in plan.instances if i.service.name in quiet or i.name in quiet}
+    sink = Sink(sys.stdout.buffer, color=color, prefix=not args.no_prefix, quiet=quiet_instances)
+    announce_moves(sink, plan)
+    return Starter(plan, sink).run()
 
 
 def cmd_run(args) -> int:
