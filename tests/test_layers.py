@@ -86,3 +86,17 @@ def test_ports_and_check_import_only_what_they_need(tmp_path, command):
     loaded = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "revostack.stackfile" in loaded  # the probe sees our own imports
     assert sorted(m for m in NOT_FOR_PORTS if m in loaded) == []
+
+
+def test_start_imports_neither_asyncio_nor_the_supervisor(tmp_path):
+    """`start` runs honcho's contract in a loop of its own (revostack/starter.py): what its
+    start-up speed rests on."""
+    (tmp_path / "Procfile").write_text("once: echo done\n")
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "revostack", "start"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "once.1 | done" in r.stdout
+    loaded = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "revostack.starter" in loaded
+    assert sorted(m for m in ["asyncio", "rich", "psutil", "tomlkit", "dataclasses", "revostack.supervisor",
+                              "revostack.process", "selectors", "subprocess"] if m in loaded) == []
