@@ -197,6 +197,19 @@ def read_text(path: Path) -> str:
         raise ConfigError([Problem(str(path), "not valid UTF-8", line, col)]) from None
 
 
+class _InvalidToml(Exception):
+    pass
+
+
+def _toml_loads(text: str) -> dict:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        raise _InvalidToml from None
+
+
 class _Loader:
     def __init__(self, path: Path, text: str, environ: Mapping[str, str]):
         self.path = path
@@ -418,13 +431,14 @@ class _Loader:
 
     def parse(self) -> dict:
         """The document. tomllib reads it (a few ms; tomlkit costs ~30 ms to import and as much
-        to parse); only a file with a syntax error is read again by tomlkit, whose messages and
-        positions the errors keep."""
-        import tomllib
+        to parse), or the parse cache when the text has not changed since the last read; only a
+        file with a syntax error is read again by tomlkit, whose messages and positions the
+        errors keep."""
+        from revostack import parsecache
 
         try:
-            return tomllib.loads(self.text)
-        except (tomllib.TOMLDecodeError, RecursionError):
+            return parsecache.parsed(self.text, self.path, _toml_loads)
+        except _InvalidToml:
             pass  # worded and located by tomlkit below
         import tomlkit
         from tomlkit.exceptions import ParseError

@@ -15,6 +15,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory):
+    """The parse cache (revostack/parsecache.py) of every revostack the tests start goes to a
+    folder of the run's own, not to the user's ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail with the last value seen."""
     deadline = time.monotonic() + timeout

@@ -68,7 +68,8 @@ def make_plan(stack, names: list[str] | None = None, strategy=None, color: bool 
     selected = stack.selection(names)
     world = probe.ProbeWorld(stack.host, rundir.RunDir(stack).ownership(running=False))
     ports = planmod.plan_ports(stack, selected, world, strategy)
-    return planmod.build(stack, selected, ports, os.environ if environ is None else environ, color)
+    # a plain copy: every instance's env starts from it (os.environ decodes each key on each read)
+    return planmod.build(stack, selected, ports, dict(os.environ) if environ is None else environ, color)
 
 
 def display(p: Path) -> str:

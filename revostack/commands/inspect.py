@@ -11,7 +11,6 @@ from revostack.commands.common import display, live_ports, strategy_of, load_sta
 
 def cmd_check(args) -> int:
     import shutil
-    import shlex
 
     from revostack.commands.honcho import honcho_files
     from revostack.plan import secret_like
@@ -44,7 +43,7 @@ def cmd_check(args) -> int:
         port = "-" if inst.port.port is None else str(inst.port.port)
         out.append("")
         out.append(f"{inst.name}: port {port}" + (f" ({inst.port.reason})" if inst.port.reason else ""))
-        out.append(f"  cmd: {inst.cmd if isinstance(inst.cmd, str) else shlex.join(inst.cmd)}")
+        out.append(f"  cmd: {inst.cmd if isinstance(inst.cmd, str) else _joined(inst.cmd)}")
         if svc.cwd != stack.root:
             out.append(f"  cwd: {display(svc.cwd)}")
         if svc.depends_on:
@@ -72,13 +71,22 @@ def cmd_check(args) -> int:
     return EXIT_OK
 
 
-def _program(cmd) -> str | None:
+def _joined(argv) -> str:
     import shlex
 
-    try:
-        words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
-    except ValueError:
-        return None
+    return shlex.join(argv)
+
+
+def _program(cmd) -> str | None:
+    if isinstance(cmd, str) and not any(c in cmd for c in "'\"\\"):
+        words = cmd.split()  # no quoting: the shell splits it as str.split does (shlex is slow)
+    else:
+        import shlex
+
+        try:
+            words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        except ValueError:
+            return None
     for w in words:
         if w == "exec" or ("=" in w and not w.startswith(("/", "."))):
             continue
