@@ -62,24 +62,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-colour", "--no-color", dest="no_color", action="store_true", help="no colour")
     p.add_argument("--no-prefix", action="store_true", help="honcho: no name and time before each line")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    honcho = _Parser(add_help=False)  # after the command they win over the same before it
-    honcho.add_argument("-f", "--procfile", "--file", dest="file", default=argparse.SUPPRESS, metavar="FILE",
-                        help="the Procfile (honcho: relative to the app root)")
-    honcho.add_argument("-e", "--env", default=argparse.SUPPRESS, help="comma-separated .env files (default: .env)")
-    honcho.add_argument("-d", "--app-root", default=argparse.SUPPRESS, metavar="DIR",
-                        help="where the Procfile and .env files are (default: here)")
-    common = _Parser(add_help=False)
-    common.add_argument("-f", "--file", default=argparse.SUPPRESS, help="the Stackfile (or Procfile) to use")
+    honcho_commands = ("check", "run", "start")
+    if only is None or only in honcho_commands:  # (each parser built costs ~0.5 ms: only those needed)
+        honcho = _Parser(add_help=False)  # after the command they win over the same before it
+        honcho.add_argument("-f", "--procfile", "--file", dest="file", default=argparse.SUPPRESS, metavar="FILE",
+                            help="the Procfile (honcho: relative to the app root)")
+        honcho.add_argument("-e", "--env", default=argparse.SUPPRESS, help="comma-separated .env files (default: .env)")
+        honcho.add_argument("-d", "--app-root", default=argparse.SUPPRESS, metavar="DIR",
+                            help="where the Procfile and .env files are (default: here)")
+    if only is None or only not in honcho_commands:
+        common = _Parser(add_help=False)
+        common.add_argument("-f", "--file", default=argparse.SUPPRESS, help="the Stackfile (or Procfile) to use")
 
     def add(name: str, fn: Command, help: str, **kw) -> argparse.ArgumentParser:
         if only is not None and name != only:
             return _Skipped()
-        sp = sub.add_parser(name, help=help, parents=kw.pop("parents", [common]), description=help, **kw)
+        parents = [honcho] if name in honcho_commands else kw.pop("parents", [common])
+        sp = sub.add_parser(name, help=help, parents=parents, description=help, **kw)
         sp.set_defaults(func=fn)
         return sp
 
-    add("check", "inspect:cmd_check", "validate the Stackfile; print the start order, ports and environment",
-        parents=[honcho])
+    add("check", "inspect:cmd_check", "validate the Stackfile; print the start order, ports and environment")
     sp = add("ports", "inspect:cmd_ports", "the port of every instance: live, or the plan `up` would make")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--env", action="store_true", help="print `export NAME_PORT=N` lines for eval")
@@ -112,10 +115,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp = add("restart", "live:cmd_restart", "restart services of the running stack")
     sp.add_argument("services", nargs="+", metavar="SERVICE")
     sp.add_argument("--deps", action="store_true", help="also restart the services that depend on them")
-    sp = add("run", "honcho:cmd_run", "run a one-off command with the stack's environment", parents=[honcho])
+    sp = add("run", "honcho:cmd_run", "run a one-off command with the stack's environment")
     sp.add_argument("-s", "--service", help="also use this service's env, cwd and port")
     sp.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
-    sp = add("start", "honcho:cmd_start", "honcho-compatible: run a Procfile", parents=[honcho])
+    sp = add("start", "honcho:cmd_start", "honcho-compatible: run a Procfile")
     sp.add_argument("processes", nargs="*", metavar="PROCESS")
     sp.add_argument("-p", "--port", type=int, help="base port (default $PORT or 5000)")
     sp.add_argument("-c", "--concurrency", help="e.g. web=2,worker=1")
