@@ -154,7 +154,7 @@ def spawn_piped(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[int,
     pipe: (pid, the pipe's non-blocking read end). One ``posix_spawn`` (a vfork in glibc): no
     Python between fork and exec, ~0.2 ms a child where ``subprocess`` takes over a millisecond.
     OSError when the program cannot be started."""
-    r, w = os.pipe2(os.O_CLOEXEC)
+    r, w = os.pipe()  # close-on-exec (PEP 446): the child gets only the copies dup2 makes
     here = None
     try:
         if cwd != os.getcwd() and os.path.realpath(cwd) != os.path.realpath("."):  # no chdir action before 3.13

@@ -106,7 +106,9 @@ class Starter:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> int:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)  # set_wakeup_fd wants it so: a full pipe must not block a signal
         sigs = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGCHLD)
         previous = {s: _signal.signal(s, _note) for s in sigs}  # the handler only wakes the loop
         old_wakeup = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -330,12 +332,8 @@ class Starter:
         """Kill whatever escaped its group: our descendants and processes with our marker."""
         from revostack import probe
 
-        leftovers = probe.descendants_and_marked(self.plan.stack.id)
+        leftovers = probe.kill_escaped(self.plan.stack.id)
         for pid, name in leftovers:
-            try:
-                os.kill(pid, _signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
             self.sink.system(f"killed pid {pid} ({name}), left behind by the stack")
         deadline = time.monotonic() + 5
         while leftovers and time.monotonic() < deadline:

@@ -417,14 +417,10 @@ class Supervisor:
 
     async def sweep(self) -> None:
         """Kill whatever escaped its group: our descendants and processes carrying our marker."""
-        leftovers = await asyncio.to_thread(probe.descendants_and_marked, self.stack.id)
+        leftovers = await asyncio.to_thread(probe.kill_escaped, self.stack.id)
         if not leftovers:
             return
         for pid, name in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
             self.sink.system(f"killed pid {pid} ({name}), left behind by the stack")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -15,6 +15,13 @@ from conftest import wait_for
 from helpers_runtime import PY, Run, alive, assert_nothing_left, free_base, stack_id, write
 
 
+def start(folder, reaper, **scripts: str) -> tuple[str, Run]:
+    """``revostack start`` on a Procfile of these scripts: (the stack id, the run)."""
+    sid = procfile(folder, **scripts)
+    reaper.stacks.append(sid)
+    return sid, Run(reaper, ["start", "-p", str(free_base())], folder)
+
+
 def procfile(folder, **scripts: str) -> str:
     """A Procfile running each script with this Python; returns the stack id (its marker)."""
     lines = []
@@ -44,9 +51,7 @@ time.sleep(600)
 
 @pytest.mark.timeout(60)
 def test_a_pipe_held_by_a_grandchild_does_not_hold_the_exit(tmp_path, reaper):
-    sid = procfile(tmp_path, holder=HOLDER, sleeper=SLEEPER)
-    reaper.stacks.append(sid)
-    run = Run(reaper, ["start", "-p", str(free_base())], tmp_path)
+    sid, run = start(tmp_path, reaper, holder=HOLDER, sleeper=SLEEPER)
     run.wait_line(r"^tick \d+", of="holder.1")
     rc = run.wait(30)
     assert rc == 3, run.text  # the first exit's code, as honcho gives it
@@ -78,9 +83,7 @@ time.sleep(600)
 
 @pytest.mark.timeout(60)
 def test_a_daemonised_grandchild_is_swept_at_the_end(tmp_path, reaper):
-    sid = procfile(tmp_path, app=DAEMON)
-    reaper.stacks.append(sid)
-    run = Run(reaper, ["start", "-p", str(free_base())], tmp_path)
+    sid, run = start(tmp_path, reaper, app=DAEMON)
     run.wait_line(r"^daemonised$", of="app.1")
     pid = int(wait_for(lambda: (tmp_path / "daemon.pid").exists() and (tmp_path / "daemon.pid").read_text(),
                        20, what="the daemon's pid"))
@@ -102,9 +105,7 @@ time.sleep(600)
 
 @pytest.mark.timeout(60)
 def test_a_second_ctrl_c_kills_at_once(tmp_path, reaper):
-    sid = procfile(tmp_path, stubborn=STUBBORN)
-    reaper.stacks.append(sid)
-    run = Run(reaper, ["start", "-p", str(free_base())], tmp_path)
+    sid, run = start(tmp_path, reaper, stubborn=STUBBORN)
     run.wait_line(r"^ignoring SIGTERM$", of="stubborn.1")
     run.send(signal.SIGINT)
     run.wait_line(r"^sending SIGTERM to stubborn\.1 ", system=True)
