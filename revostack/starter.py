@@ -117,6 +117,8 @@ class Starter:
             for inst in self.plan.instances:
                 self.sink.add(inst.name, inst.service.name)
             for inst in self.plan.instances:
+                if self.stop_wanted:
+                    break  # one could not start: the others would only be stopped again
                 self._spawn(inst)
             self._reap()  # a child that is gone already
             self._loop(lambda: self.stop_wanted)
@@ -253,27 +255,44 @@ class Starter:
         self.stop_wanted = True
 
     def _reap(self) -> None:
-        for p in self.procs.values():
-            if p.code is not None:
-                continue
+        """Collect every child that has exited (a SIGCHLD says only that one did), and the
+        orphans re-parented to us: ``waitid`` names each exited child without reaping it, so
+        each exit costs one call, not one per child. (This loop is the only one that waits for
+        children in this process: no asyncio watcher shares them.)"""
+        while True:
             try:
-                pid, status = os.waitpid(p.pid, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                pid, status = p.pid, 255 << 8  # reaped elsewhere: its code is lost
-            if pid == 0:
-                continue
-            p.code = os.waitstatus_to_exitcode(status)
-            p.exited_at = time.monotonic()
-            procs.spawned.discard(p.pid)
-            if self.first_exit is None and not self.stop_wanted:
-                self.first_exit = p.code if p.code >= 0 else 128 - p.code
-                self.stop_wanted = True
-            self._drain(p)
-            if p.fd is None:  # its output had ended before its exit was seen
-                self._say_stopped(p)
+                return
+            if info is None or not info.si_pid:
+                return
+            p = self.procs.get(info.si_pid)
+            if p is not None and p.code is None:
+                self._reap_one(p)
             else:
-                self.lingering.add(p)
-        procs.reap_orphans()
+                try:
+                    os.waitpid(info.si_pid, os.WNOHANG)  # an orphan re-parented to us
+                except ChildProcessError:
+                    pass
+
+    def _reap_one(self, p: _Proc) -> None:
+        try:
+            pid, status = os.waitpid(p.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = p.pid, 255 << 8  # reaped elsewhere: its code is lost
+        if pid == 0:
+            return
+        p.code = os.waitstatus_to_exitcode(status)
+        p.exited_at = time.monotonic()
+        procs.spawned.discard(p.pid)
+        if self.first_exit is None and not self.stop_wanted:
+            self.first_exit = p.code if p.code >= 0 else 128 - p.code
+            self.stop_wanted = True
+        self._drain(p)
+        if p.fd is None:  # its output had ended before its exit was seen
+            self._say_stopped(p)
+        else:
+            self.lingering.add(p)
 
     def _say_stopped(self, p: _Proc) -> None:
         if p.code is not None and not p.said_stopped:
@@ -324,9 +343,12 @@ class Starter:
 
     def _group_gone(self, pgid: int) -> bool:
         p = self.procs[pgid]
-        if p.code is None:
-            self._reap()
-        return p.code is not None and not procs.group_alive(pgid)
+        if p.code is None:  # its exit is collected by _reap, on SIGCHLD
+            return False
+        if procs.group_alive(pgid):
+            procs.reap_orphans()  # a zombie member re-parented to us counts until it is reaped
+            return not procs.group_alive(pgid)
+        return True
 
     def _sweep(self) -> None:
         """Kill whatever escaped its group: our descendants and processes with our marker."""
