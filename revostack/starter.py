@@ -259,13 +259,15 @@ class Starter:
         orphans re-parented to us: ``waitid`` names each exited child without reaping it, so
         each exit costs one call, not one per child. (This loop is the only one that waits for
         children in this process: no asyncio watcher shares them.)"""
+        seen = set()
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if info is None or not info.si_pid:
-                return
+            if info is None or not info.si_pid or info.si_pid in seen:
+                return  # (the same one twice: it could not be reaped; never spin on it)
+            seen.add(info.si_pid)
             p = self.procs.get(info.si_pid)
             if p is not None and p.code is None:
                 self._reap_one(p)
