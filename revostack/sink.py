@@ -270,8 +270,11 @@ def announce_moves(sink: Sink, plan) -> None:
 
 
 def _running_loop():
-    import asyncio
-
+    """The running asyncio loop (RuntimeError when none). Without asyncio imported there is
+    none, and asyncio is not imported to say so (`start` runs without it)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        raise RuntimeError("no running event loop")
     return asyncio.get_running_loop()
 
 

@@ -61,8 +61,9 @@ def cmd_start(args) -> int:
     quiet = {q.strip() for q in (args.quiet or "").split(",") if q.strip()}
     quiet_instances = {i.name for i in plan.instances if i.service.name in quiet or i.name in quiet}
     sink = Sink(sys.stdout.buffer, color=color, prefix=not args.no_prefix, quiet=quiet_instances)
+    starter = Starter(plan, sink)  # the sink's loop from here on
     announce_moves(sink, plan)
-    return Starter(plan, sink).run()
+    return starter.run()
 
 
 def cmd_run(args) -> int:
