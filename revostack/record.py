@@ -2,9 +2,9 @@
 
 ``dataclasses`` imports ``inspect`` (and with it ``ast``, ``dis``, ``tokenize``) and compiles an
 ``__init__``, ``__repr__``, ``__eq__`` and ``__setattr__`` with ``exec`` for every class: about
-23 ms of the 35 ms that ``revostack ports`` spent beyond the interpreter (docs/performance.md).
-A record here is built at import with no code generation: one shared ``__init__`` reads the
-class's annotations in order, with class-level defaults and ``factory(...)`` for a fresh value
+23 ms of the ~85 ms that ``revostack ports`` spent beyond the interpreter (docs/performance.md).
+A record here is built at import with no code generation: functions made once per class read
+its annotations in order, with class-level defaults and ``factory(...)`` for a fresh value
 per instance. Records compare and hash by value and, when frozen, refuse assignment. ``replace``
 makes a changed copy. Nothing here runs per attribute access, so a record reads as fast as any
 object.
