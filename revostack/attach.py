@@ -45,32 +45,21 @@ async def stream(sup, req: dict, reader: asyncio.StreamReader, writer: asyncio.S
 
 def follow(path, msg: dict) -> int:
     """The client: send the request, then copy the stream to stdout until it ends or Ctrl-C."""
-    import json
-    import socket
+    from revostack import control
 
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(3.0)
+    s, reply, data = control.connect(path, msg, 3.0)
     try:
-        s.connect(str(path))
-        s.sendall(json.dumps(msg).encode() + b"\n")
-        head = b""
-        while not head.endswith(b"\n"):
-            chunk = s.recv(1)
-            if not chunk:
-                raise ConnectionError("the stack closed the connection")
-            head += chunk
-        reply = json.loads(head)
         if not reply.get("ok"):
             print(f"revostack: {reply.get('error') or 'attach refused'}", file=sys.stderr)
             return 2
-        s.settimeout(None)
         out = sys.stdout.buffer
         while True:
+            if data:
+                out.write(data)
+                out.flush()
             data = s.recv(65536)
             if not data:
                 return 0
-            out.write(data)
-            out.flush()
     except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or `attach | head`: leave quietly
         return 0
     finally:

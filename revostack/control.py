@@ -81,11 +81,9 @@ def answer(sup, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "stack": snap["name"], "instances": ports_rows(snap)}
     if cmd == "restart":
         names = req.get("services") or []
-        unknown = [n for n in names if n not in sup.stack.services]
-        if unknown:
-            from revostack.errors import did_you_mean
-
-            return {"ok": False, "error": "; ".join(f'unknown service "{n}"{did_you_mean(n, sup.stack.services)}' for n in unknown)}
+        refused = checked(sup, req)
+        if refused:
+            return refused
         running = {st.service for st in sup.instances.values()}
         missing = [n for n in names if n not in running]
         if missing:
@@ -154,6 +152,14 @@ class NoAnswer(Exception):
 def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
     """One request. FileNotFoundError/ConnectionRefusedError when no ``up`` listens;
     NoAnswer when it does not answer in time."""
+    s, reply, _ = connect(path, msg, timeout)
+    s.close()
+    return reply
+
+
+def connect(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT):
+    """Send one request on a new connection and read its one-line reply: (the socket, still
+    open for what follows, as after ``attach``; the reply; the bytes already read after it)."""
     import json
     import socket  # here, not above: `ports` with no stack running needs neither (~7 ms)
 
@@ -164,23 +170,27 @@ def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[s
         s.sendall(json.dumps(msg).encode() + b"\n")
         data = b""
         deadline = time.monotonic() + timeout
-        while not data.endswith(b"\n"):
+        while b"\n" not in data:
             s.settimeout(max(0.05, deadline - time.monotonic()))
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
+        head, _, rest = data.partition(b"\n")
+        try:
+            reply = json.loads(head)
+        except ValueError:
+            raise NoAnswer(f"{path} gave no valid answer") from None
+        if not isinstance(reply, dict):
+            raise NoAnswer(f"{path} gave no valid answer")
     except socket.timeout:
-        raise NoAnswer(f"{path} did not answer within {timeout:g}s") from None
-    finally:
         s.close()
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        raise NoAnswer(f"{path} gave no valid answer") from None
-    if not isinstance(reply, dict):
-        raise NoAnswer(f"{path} gave no valid answer")
-    return reply
+        raise NoAnswer(f"{path} did not answer within {timeout:g}s") from None
+    except BaseException:
+        s.close()
+        raise
+    s.settimeout(None)
+    return s, reply, rest
 
 
 def request_if_running(stack, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any] | None:

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from revostack import process, procs
-from revostack.handoff import Backend, PublicPort, private_port
+from revostack import probe, process, procs
+from revostack.handoff import Backend, PublicPort
 from revostack.health import Checker
 from revostack.plan import Instance
 from revostack.policy import describe_exit
@@ -62,7 +62,7 @@ async def spawn(sup, st) -> Generation:
     listen_fd = None
     port = None
     if public is not None and public.mode is Handoff.PROXY:
-        port = private_port(sup.stack.host)
+        port = probe.os_port(sup.stack.host or "0.0.0.0")  # a free port the OS picks, for this generation
         inst = sup.plan.behind_proxy(inst, port)
     env = inst.env
     if public is not None and public.mode is Handoff.SOCKET:
@@ -135,7 +135,7 @@ async def watch_health(sup, st) -> str:
         if public is not None:
             public.set_ready(gen.backend, True)
         sup.save_state()
-    if h.kind.value == "log":
+    if h.kind is HealthKind.LOG:
         return await forever()
     failures = 0
     while True:

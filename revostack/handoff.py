@@ -387,10 +387,3 @@ def _reset(transport: asyncio.BaseTransport) -> None:
         except OSError:
             pass
     transport.abort()
-
-
-def private_port(host: str) -> int:
-    """A free port the OS picks, for one generation behind the proxy."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host or "0.0.0.0", 0))
-        return s.getsockname()[1]

@@ -9,11 +9,12 @@ Kept instances keep their ports: the new plan is made with the running ports hel
 from __future__ import annotations
 
 import asyncio
-from revostack.record import replace
 
 from revostack import graph
 from revostack.generations import State
 from revostack.plan import Plan
+from revostack.record import replace
+from revostack.stackfile import Handoff
 
 
 async def stop_services(sup, names: list[str], deps: bool = False) -> list[str]:
@@ -88,7 +89,7 @@ async def apply(sup, plan: Plan, restart: tuple[str, ...]) -> None:
     sup.plan, sup.stack = plan, plan.stack
     ports = {i.service.name: i.port.port for i in plan.instances}
     for name in list(sup.public):
-        if ports.get(name) != sup.public[name].port or plan.stack.services[name].handoff.value == "none":
+        if ports.get(name) != sup.public[name].port or plan.stack.services[name].handoff is Handoff.NONE:
             sup.public.pop(name).close()
     await sup.open_public_ports_for(plan)
     for inst in plan.instances:
@@ -96,6 +97,8 @@ async def apply(sup, plan: Plan, restart: tuple[str, ...]) -> None:
             sup.add_instance(inst)
     if restart:
         sup.restart(list(restart), reason="the Stackfile changed")
+    if sup.watch_changed is not None:
+        sup.watch_changed.set()  # the watch starts again on what the stack is now
     sup.save_state()
 
 

@@ -29,7 +29,7 @@ LOG_ROTATE = 10 * 1024 * 1024  # bytes; one previous file is kept as NAME.log.1
 
 
 class _Stream:
-    __slots__ = ("name", "prefix_plain", "prefix_color", "partial", "timer", "log", "log_size", "log_path", "tail")
+    __slots__ = ("name", "partial", "timer", "log", "log_size", "log_path", "tail")
 
     def __init__(self, name: str):
         self.name = name
@@ -174,9 +174,9 @@ class Sink:
         short, full = self._now()
         if self.echo and s.name not in self.quiet:
             p = self._prefix(s.name, short)
-            self.queue.append(p + data[:-1].replace(b"\n", b"\n" + p) + b"\n" if p else data)
+            self.queue.append(_prefixed(p, data))
         if s.log_path is not None:
-            self.log_queue.setdefault(s, []).append(full + data[:-1].replace(b"\n", b"\n" + full) + b"\n")
+            self.log_queue.setdefault(s, []).append(_prefixed(full, data))
         if self.taps:
             self._tap(s.name, data, short)
         self._schedule()
@@ -184,8 +184,7 @@ class Sink:
     def _tap(self, name: str, data: bytes, clock: bytes) -> None:
         for tap in self.taps:
             if tap.names is None or name in tap.names or name.split(".")[0] in tap.names:
-                p = self._prefix(name, clock, tap.color)
-                tap.queue.append(p + data[:-1].replace(b"\n", b"\n" + p) + b"\n" if p else data)
+                tap.queue.append(_prefixed(self._prefix(name, clock, tap.color), data))
 
     def system(self, text: str, name: str = "system") -> None:
         """A line of revostack's own: starts, exits, health, moves, restarts."""
@@ -267,6 +266,11 @@ def announce_moves(sink: Sink, plan) -> None:
         if c.action == Action.MOVED and c.port is not None and c.preferred and c.port != c.preferred:
             who = c.holder.describe() if c.holder is not None else "another process"
             sink.system(f"{inst.name}: port {c.preferred} is in use by {who}: moved to {c.port}")
+
+
+def _prefixed(prefix: bytes, data: bytes) -> bytes:
+    """Whole lines ``data`` with ``prefix`` before each: one ``replace`` for the whole chunk."""
+    return prefix + data[:-1].replace(b"\n", b"\n" + prefix) + b"\n" if prefix else data
 
 
 def _running_loop():

@@ -70,7 +70,8 @@ class _Clock:
                 fn(*args)
 
     def timeout(self, limit: float | None) -> float | None:
-        self.timers = [t for t in self.timers if not t.cancelled]
+        if self.timers:  # (asked on every turn of the loop: nothing to do in the common case)
+            self.timers = [t for t in self.timers if not t.cancelled]
         if not self.timers:
             return limit
         wait = max(0.0, min(t.when for t in self.timers) - time.monotonic())

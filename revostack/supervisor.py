@@ -340,8 +340,7 @@ class Supervisor:
             if await generations.takeover(self, st, why):
                 st.restarts += 1
                 st.state, st.health, st.stable_since = State.HEALTHY, "healthy", time.monotonic()
-                return "replaced", None
-            return "replaced", None  # not taken over: the serving generation goes on
+            return "replaced", None  # taken over, or not: the serving generation goes on
         if request in done:
             await self.stop_instance(st, quiet=True)
             return "restart", None

@@ -70,24 +70,41 @@ def _filter(change, path: str) -> bool:
 
 async def run(sup) -> None:
     """Watch the services' globs and the stack's own files (the Stackfile, its env files): a
-    saved Stackfile is reloaded. The watched set follows the stack as reloads change it."""
+    saved Stackfile is reloaded. The watched set follows the stack: every change applied to it
+    (``operate.apply``: a reload, from here or from `revostack reload`, or a scale) sets
+    ``sup.watch_changed``, and when what must be watched is no longer the same, the watch
+    starts again on what the stack is now. (Only then: a new watch misses what is saved while
+    it starts.)"""
     import asyncio
 
+    sup.watch_changed = asyncio.Event()
     while not sup.stop_event.is_set():
-        sup.watch_changed = asyncio.Event()
+        targets = _targets(sup)
         stop = asyncio.Event()
-        relay = asyncio.ensure_future(_either(sup.stop_event, sup.watch_changed, stop))
+        relay = asyncio.ensure_future(_until_changed(sup, targets, stop))
         try:
-            await _watch(sup, stop)
+            await _watch(sup, targets, stop)
         finally:
             relay.cancel()
 
 
-async def _either(a, b, out) -> None:
+async def _until_changed(sup, targets, out) -> None:
+    """Set ``out`` when the stack stops, or when it needs other things watched than ``targets``."""
     import asyncio
 
-    await asyncio.wait({asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())},
-                       return_when=asyncio.FIRST_COMPLETED)
+    stopping = asyncio.ensure_future(sup.stop_event.wait())
+    try:
+        while not stopping.done():
+            changed = asyncio.ensure_future(sup.watch_changed.wait())
+            try:
+                await asyncio.wait({stopping, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            sup.watch_changed.clear()
+            if _targets(sup) != targets:
+                break
+    finally:
+        stopping.cancel()
     out.set()
 
 
@@ -103,10 +120,10 @@ def _targets(sup) -> tuple[list, set[str], list[str]]:
     return watched, own, roots
 
 
-async def _watch(sup, stop) -> None:
+async def _watch(sup, targets, stop) -> None:
     from watchfiles import awatch
 
-    watched, own, roots = _targets(sup)
+    watched, own, roots = targets
     if not roots:
         await stop.wait()
         return
@@ -124,8 +141,6 @@ async def _watch(sup, stop) -> None:
                 sup.sink.system("reload: the Stackfile is not valid; nothing changed")
             elif not reply.get("ok"):
                 sup.sink.system(f"reload: {reply.get('error')}; nothing changed")
-            if _targets(sup) != (watched, own, roots):
-                sup.watch_changed.set()  # other folders or files to watch now: start again
             continue
         hit = services_for(paths, watched)
         for name, rel in hit.items():

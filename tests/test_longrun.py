@@ -280,6 +280,26 @@ def test_saving_the_stackfile_reloads_unless_no_watch(tmp_path, stack):
     assert pid_of(tmp_path, "a.1") == a
 
 
+def test_a_watch_glob_added_by_a_reload_is_watched(tmp_path, stack):
+    """The watched set follows the stack: a glob that a reload adds takes effect."""
+    (tmp_path / "src").mkdir()
+    text = svc("a")
+    sf = stack(text)
+    assert up_d(tmp_path).returncode == 0
+    system_log = tmp_path / ".revostack" / "logs" / "system.log"
+    write(sf, text.replace('health = ', 'watch = ["src/*.txt"]\nhealth = '))
+    wait_for(lambda: "changed: reloading" in system_log.read_text() or None, 20, what="the reload")
+    wait_for(lambda: ps(tmp_path)["a.1"]["state"] == "healthy" or None, 20, what="a healthy after the reload")
+    a = pid_of(tmp_path, "a.1")
+
+    def touched():  # saved until the new watch (started again after the reload) sees it
+        (tmp_path / "src" / "x.txt").write_text(str(time.monotonic()))
+        return pid_of(tmp_path, "a.1") != a or None
+
+    wait_for(touched, 30, interval=0.5, what="a restarted for src/x.txt")
+    assert "src/x.txt changed: restarting a" in system_log.read_text()
+
+
 def test_two_commands_at_once(tmp_path, stack):
     stack(svc("a") + svc("b") + svc("c"))
     assert up_d(tmp_path).returncode == 0
