@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-try:  # Python's own sha1: hashlib loads OpenSSL's, ~5 ms more on every command
-    from _sha1 import sha1 as _sha1
+try:  # Python's own sha1 (also the stack id's): hashlib loads OpenSSL's, ~5 ms more on every command
+    from _sha1 import sha1
 except ImportError:  # pragma: no cover - a Python built without it
-    from hashlib import sha1 as _sha1
+    from hashlib import sha1
 
 FORMAT = b"revostack-parsed-1 %d.%d\n" % sys.version_info[:2]
 
@@ -48,8 +48,8 @@ def parsed(text: str, path: Path, parse: Callable[[str], dict]) -> dict:
     if where is None:
         return parse(text)
     data = text.encode("utf-8", "surrogatepass")
-    key = _sha1(data).hexdigest().encode()
-    entry = where / _sha1(os.path.abspath(path).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    key = sha1(data).hexdigest().encode()
+    entry = where / sha1(os.path.abspath(path).encode("utf-8", "surrogatepass")).hexdigest()[:24]
     head = FORMAT + key + b"\n"
     try:
         with open(entry, "rb") as f:

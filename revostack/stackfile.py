@@ -11,20 +11,17 @@ import os
 import _signal  # signal.py builds enums on import (~2 ms); names and numbers are all we need
 import re
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from revostack import dotenv, graph, interp
 from revostack.errors import ConfigError, Problem, did_you_mean
+from revostack.parsecache import sha1
 from revostack.record import factory, record, replace
 
 if TYPE_CHECKING:
     from revostack.locate import Locator
-
-try:  # Python's own sha1: hashlib loads OpenSSL's, ~5 ms more on every command
-    from _sha1 import sha1 as _sha1
-except ImportError:  # pragma: no cover - a Python built without it
-    from hashlib import sha1 as _sha1
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -129,14 +126,10 @@ class Stack:
     def root(self) -> Path:
         return self.path.parent
 
-    @property
+    @cached_property  # asked for by every instance's env: the path is resolved once
     def id(self) -> str:
         """Stable id of this stack: its name plus a hash of the Stackfile's absolute path."""
-        got = self.__dict__.get("_id")
-        if got is None:
-            digest = _sha1(str(self.path.resolve()).encode()).hexdigest()[:8]
-            got = self.__dict__["_id"] = f"{self.name}-{digest}"  # a cache, not a field
-        return got
+        return f"{self.name}-{sha1(str(self.path.resolve()).encode()).hexdigest()[:8]}"
 
     @property
     def deps(self) -> dict[str, list[str]]:
@@ -710,13 +703,7 @@ def _toml(text: str) -> str:
 
 def env_prefix(name: str) -> str:
     """``my-api.2`` -> ``MY_API_2``."""
-    got = _PREFIXES.get(name)
-    if got is None:
-        got = _PREFIXES[name] = name.replace("-", "_").replace(".", "_").upper()
-    return got
-
-
-_PREFIXES: dict[str, str] = {}  # asked for every pair of services when a plan is built
+    return name.replace("-", "_").replace(".", "_").upper()
 
 
 def _rel(path: Path) -> str:
