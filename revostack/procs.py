@@ -11,7 +11,18 @@ import os
 import re
 from typing import Mapping
 
-_SHELL_META = re.compile(r"[;&|<>()`\n\\*?\[\]{}!#~'\"]|^\s*(if|for|while|until|case|cd|export|exec|set|trap|\.|source)\b")
+_SHELL_SYNTAX = re.compile(r"[;&|<>()`\n\\*?\[\]{}!#~'\"]")
+_NOT_EXECUTABLE = {"if", "for", "while", "until", "case", "cd", "export", "exec", "set", "trap", ".", "source",
+                   "ulimit", "umask", "eval", "{", "!"}  # keywords and builtins: `exec` cannot run them
+
+
+def is_simple(cmd: str) -> bool:
+    """A single simple command (no shell syntax, no leading assignment, not a keyword or a
+    builtin), which ``sh -c`` can ``exec``: the rule of ``up``, ``start`` and every export."""
+    words = cmd.split(None, 1)
+    if not words or _SHELL_SYNTAX.search(cmd):
+        return False
+    return "=" not in words[0] and words[0] not in _NOT_EXECUTABLE
 
 
 def argv_for(cmd: str | tuple[str, ...]) -> list[str]:
@@ -19,10 +30,7 @@ def argv_for(cmd: str | tuple[str, ...]) -> list[str]:
     pid we track is the program itself. An array is exec'd as is."""
     if not isinstance(cmd, str):
         return list(cmd)
-    first = cmd.split(None, 1)[0] if cmd.split() else ""
-    if _SHELL_META.search(cmd) or "=" in first:
-        return ["/bin/sh", "-c", cmd]
-    return ["/bin/sh", "-c", "exec " + cmd]
+    return ["/bin/sh", "-c", "exec " + cmd if is_simple(cmd) else cmd]
 
 
 # pids of children whose spawner reaps them (asyncio's child watcher, or the start loop); any

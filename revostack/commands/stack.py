@@ -57,6 +57,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
+    import signal
     import time
 
     from revostack import probe
@@ -88,13 +89,11 @@ def cmd_down(args) -> int:
         # an `up` holds the lock but its socket does not answer: ask it with a signal, if it is provably it
         pid, ct = state.get("pid"), state.get("create_time")
         if isinstance(pid, int) and probe.alive(pid, ct) and probe.may_signal(pid, ct, None):
-            import signal as _signal
-
             try:
-                os.kill(pid, _signal.SIGCONT)  # a stopped (frozen) `up` could never handle the SIGTERM
+                os.kill(pid, signal.SIGCONT)  # a stopped (frozen) `up` could never handle the SIGTERM
             except OSError:
                 pass
-            killed = dict(probe.terminate([pid], 15, 30, group=False)).get(pid)  # `up | tee`: not tee
+            killed = dict(probe.terminate([pid], signal.SIGTERM, 30, group=False)).get(pid)  # `up | tee`: not tee
             print(f"stopped stack \"{stack.name}\" (up pid {pid} did not answer on its socket: sent SIGTERM"
                   + (", then SIGKILL)" if killed else ")"))
             stopped_up = True  # then whatever it could not stop is a leftover, stopped below
@@ -106,7 +105,7 @@ def cmd_down(args) -> int:
             print(f"stack \"{stack.name}\" is not running; nothing to stop")
         rd.clear_state()
         return EXIT_OK
-    results = dict(probe.terminate([p.pid for p in found], 15, stack.stop_timeout))
+    results = dict(probe.terminate([p.pid for p in found], signal.SIGTERM, stack.stop_timeout))
     for p in found:
         if p.pid in results:
             print(f"stopped pid {p.pid} ({p.name}; {p.why})" + (" after SIGKILL" if results[p.pid] else ""))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from revostack.errors import EXIT_USAGE, PortError, RevostackError, UsageError
 from revostack.plan import Instance, Plan
+from revostack.procs import is_simple
 from revostack.stackfile import Condition, Service, Stack, env_prefix
 
 FORMATS = ("supervisord", "systemd", "compose", "kubernetes", "procfile")
@@ -119,25 +120,12 @@ def exported_env(plan: Plan, inst: Instance) -> dict[str, str]:
     return {k: v for k, v in inst.env.items() if k in keys}
 
 
-def _is_simple(cmd: str) -> bool:
-    """A single simple command (no shell syntax), which ``sh -c`` can ``exec``."""
-    if not cmd.split():
-        return False
-    if re.search(r"[;&|<>()`\n\\*?\[\]{}!#~'\"]", cmd):
-        return False
-    first = cmd.split(None, 1)[0]
-    if "=" in first:
-        return False
-    return first not in {"if", "for", "while", "until", "case", "cd", "export", "exec", "set", "trap", ".",
-                         "source", "ulimit", "umask", "eval", "{", "!"}
-
-
 def shell_script(cmd: str | tuple[str, ...]) -> str:
     """The text ``sh -c`` runs for a command: a simple command is ``exec``'d (so the engine's pid
     is the program itself and its stop signal reaches it directly), as ``revostack up`` does."""
     if not isinstance(cmd, str):
         return "exec " + shlex.join(cmd)
-    return "exec " + cmd if _is_simple(cmd) else cmd
+    return "exec " + cmd if is_simple(cmd) else cmd
 
 
 def shell_argv(cmd: str | tuple[str, ...]) -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import shlex
 
-from revostack.export import (ExportError, _ODD_LINE_BREAKS, _cwd, _header, _is_simple, _oneshots,
+from revostack.export import (ExportError, _ODD_LINE_BREAKS, _cwd, _header, _oneshots,
                               exported_env, sanitize, shell_script)
 from revostack.plan import Plan, instance_env
+from revostack.procs import is_simple
 from revostack.stackfile import Service, env_prefix
 
 
@@ -65,7 +66,7 @@ def _procfile_script(cmd: str | tuple[str, ...], prefix: str, indirect: dict[str
             indirect[f"{prefix}__CMD"] = cmd
             run = f'/bin/sh -c "${prefix}__CMD"'
         elif once:
-            run = cmd if _is_simple(cmd) else "/bin/sh -c " + shlex.quote(cmd)
+            run = cmd if is_simple(cmd) else "/bin/sh -c " + shlex.quote(cmd)
         else:
             return shell_script(cmd)
         return f"{run} || exit $?; {IDLE}" if once else "exec " + run
