@@ -34,7 +34,7 @@ class _Skipped:
 
 
 COMMANDS = ("check", "ports", "graph", "init", "up", "down", "ps", "logs", "restart", "run", "start", "top", "scan",
-            "history", "export", "attach", "stop", "scale", "reload")
+            "history", "export", "attach", "stop", "scale", "reload", "connect")
 _VALUED = {"-f", "--file", "--procfile", "-e", "--env", "-d", "--app-root"}  # global options that take a value
 
 
@@ -128,6 +128,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp = add("attach", "longrun:cmd_attach", "follow the running stack's output (Ctrl-C leaves; the stack keeps running)")
     sp.add_argument("services", nargs="*", metavar="SERVICE")
     sp.add_argument("--no-color", "--no-colour", dest="no_color", action="store_true", default=argparse.SUPPRESS)
+    sp = add("connect", "longrun:cmd_connect",
+             "type into one running instance: a debugger, a REPL, a prompt (Ctrl-] leaves; the stack keeps running)")
+    sp.add_argument("instance", metavar="SERVICE[.N]")
     sp = add("stop", "longrun:cmd_stop", "stop services of the running stack (they stay stopped until restart)")
     sp.add_argument("services", nargs="+", metavar="SERVICE")
     sp.add_argument("--deps", action="store_true", help="also stop the services that depend on them (first)")

@@ -8,6 +8,8 @@ object on one line, and reads one JSON object on one line back. Requests:
 {"web": 3}}``, ``{"cmd": "reload"}``. Every reply has ``"ok"``; errors carry ``"error"``. Every
 client call has a timeout. ``{"cmd": "attach", "services": [...], "color": bool}`` is answered
 by one line (``{"ok": true}``) and then the live output, until either side closes.
+``{"cmd": "connect", "instance": "web.1", "rows": R, "cols": C}`` is answered by one line and
+then frames both ways (see ``revostack.connect``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ async def _handle(sup, reader, writer) -> None:
             req = req if isinstance(req, dict) else {}
         except ValueError:
             req = None
+        if req is not None and req.get("cmd") == "connect":
+            from revostack import connect
+
+            await connect.serve(sup, req, reader, writer)  # its reply, then its frames
+            return
         if req is None:
             reply = {"ok": False, "error": "bad request: not JSON"}
         elif req.get("cmd") in CHANGES:

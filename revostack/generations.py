@@ -71,8 +71,10 @@ async def spawn(sup, st) -> Generation:
     checker = None
     if inst.health is not None and inst.health.kind is HealthKind.LOG:
         checker = Checker(inst.health, str(inst.cwd), inst.env)
+    pty = inst.service.pty
     child = await process.spawn(procs.argv_for(inst.cmd), str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
-                                pty=inst.service.pty, listen_fd=listen_fd)
+                                pty=pty, listen_fd=listen_fd, on_raw=st.console.output,
+                                winsize=st.console.winsize if pty else None)
     gen = Generation(inst, child, checker=checker)
     if public is not None:
         gen.backend = Backend(st.name, public.backend_host, port)
@@ -205,6 +207,7 @@ async def takeover(sup, st, why: str) -> bool:
     st.draining.append(old)
     st.started_wall = time.time()
     sup.sink.system(f"{st.name} pid {new.pid} healthy: took over from pid {old.pid} ({detail})")
+    st.console.notice(f"{st.name} pid {new.pid} took over from pid {old.pid}: typing goes to it now")
     old.task = asyncio.ensure_future(drain(sup, st, old))
     sup.save_state()
     return True

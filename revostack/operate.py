@@ -35,6 +35,7 @@ async def _halt(sup, st) -> None:
     from revostack import generations
 
     st.held = True  # stopped on request: not a failure, and it does not end the stack
+    st.console.end(f"{st.name} stopped on request")
     if st.task is not None and not st.task.done():
         st.task.cancel()
         await asyncio.gather(st.task, return_exceptions=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from revostack import conflicts, generations, graph, policy, probe, process, procs
+from revostack.connect import Console
 from revostack.generations import Generation, State
 from revostack.handoff import PublicPort
 from revostack.plan import Instance, Plan
@@ -47,6 +48,7 @@ class InstanceState:
     restart_reason: str = ""
     stopped_by_us: bool = False  # the current exit was asked for (stop, restart, unhealthy)
     held: bool = False  # stopped by `revostack stop`: stays stopped until `restart`
+    console: Console = field(default_factory=Console)  # its output and input for `revostack connect`
 
     @property
     def child(self) -> process.Child | None:
@@ -243,6 +245,7 @@ class Supervisor:
         st.state = state
         st.gen = None
         st.ended.set()
+        st.console.end(f"{st.name} {state.value}: it will not start again by itself")
         self.save_state()
         self._check_all_ended()
         if self.options.abort_on_exit and not self.stopping:
@@ -305,6 +308,7 @@ class Supervisor:
         if st.gen.backend is not None and st.gen.backend.port is not None:
             port += f" via private port {st.gen.backend.port}"
         self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
+        st.console.notice(f"{st.name} started (pid {st.child.pid})")
         st.started.set()
         self.save_state()
         return True
@@ -360,6 +364,7 @@ class Supervisor:
             self.sink.system(f"{st.name} stopped ({policy.describe_exit(code)})")
         else:
             self.sink.system(f"{st.name} {policy.describe_exit(code)}")
+        st.console.notice(f"{st.name} {policy.describe_exit(code)}")
         st.started.clear()
         st.healthy.clear()
         if st.state is State.HEALTHY or st.state is State.RUNNING or st.state is State.STARTING:
@@ -395,6 +400,8 @@ class Supervisor:
         self.stopping = True
         for pp in self.public.values():  # no new connection from now on
             pp.close_listener()
+        for st in self.instances.values():
+            st.console.end("the stack is stopping")
         for st in self.instances.values():
             if st.task is not None and not st.task.done():
                 st.task.cancel()

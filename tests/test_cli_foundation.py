@@ -50,8 +50,8 @@ def test_check_the_example_stack(tmp_path):
     r = cli("check", "-f", str(FULLSTACK), cwd=tmp_path)
     no_traceback(r)
     assert r.returncode == 0, r.stderr
-    assert 'stack "fullstack", 5 services: valid' in r.stdout
-    assert "start order:\n  1. db, events\n  2. migrate\n  3. backend\n  4. frontend\n" in r.stdout
+    assert 'stack "fullstack", 6 services: valid' in r.stdout
+    assert "start order:\n  1. db, events, worker\n  2. migrate\n  3. backend\n  4. frontend\n" in r.stdout
     assert "depends on: db (healthy), migrate (completed)" in r.stdout
     assert "LOG_LEVEL=info" in r.stdout
     assert "DB_PORT=" in r.stdout and "BACKEND_PORT=" in r.stdout

@@ -104,7 +104,7 @@ def test_the_exported_demo_runs_under_docker_compose(tmp_path):
     r = cli("-f", str(demo / "Stackfile.toml"), "export", "compose", str(out), "--image", IMAGE,
             "--port-base", str(base), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    names = ["db", "events", "migrate", "backend", "frontend"]
+    names = ["db", "events", "migrate", "backend", "frontend", "worker"]
     files = ["-f", "compose.yaml", "-f", str(override(out, names))]
     project = (out / ".env").read_text().split("COMPOSE_PROJECT_NAME=")[1].strip()
     try:

@@ -320,11 +320,12 @@ def test_supervisord_runs_the_fullstack_demo(fullstack, tmp_path, reaper):
     assert f"wrote {out / 'fullstack.conf'}" in r.stdout
     conf = supervisord_conf(tmp_path, "out/*.conf")
     programs = read_supervisor_config(conf)
-    names = ["fullstack-db-1", "fullstack-events-1", "fullstack-migrate-1", "fullstack-backend-1", "fullstack-frontend-1"]
+    names = ["fullstack-db-1", "fullstack-events-1", "fullstack-worker-1", "fullstack-migrate-1", "fullstack-backend-1",
+             "fullstack-frontend-1"]
     assert sorted(programs) == sorted(names)
     assert {p["group"] for p in programs.values()} == {"fullstack"}
-    # dependency levels become priorities: db = events < migrate < backend < frontend
-    assert [programs[n]["priority"] for n in names] == [100, 100, 200, 300, 400]
+    # dependency levels become priorities: db = events = worker < migrate < backend < frontend
+    assert [programs[n]["priority"] for n in names] == [100, 100, 100, 200, 300, 400]
     backend = programs["fullstack-backend-1"]
     port = int(backend["environment"]["PORT"])  # planned against this machine: read it back
     db_port = int(programs["fullstack-db-1"]["environment"]["PORT"])
@@ -470,8 +471,8 @@ def test_systemd_units_match_the_model(fullstack, tmp_path, capsys):
     out = tmp_path / "units"
     assert main(["-f", str(fullstack), "export", "systemd", str(out), "--user", "daemon"]) == 0
     stack = load(fullstack)
-    names = {"db": "fullstack-db-1", "events": "fullstack-events-1", "migrate": "fullstack-migrate-1", "backend": "fullstack-backend-1",
-             "frontend": "fullstack-frontend-1"}
+    names = {"db": "fullstack-db-1", "events": "fullstack-events-1", "worker": "fullstack-worker-1",
+             "migrate": "fullstack-migrate-1", "backend": "fullstack-backend-1", "frontend": "fullstack-frontend-1"}
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{n}.service" for n in names.values()] + ["fullstack.target"])
     target, _ = read_unit((out / "fullstack.target").read_text())
     assert target["Unit"]["Wants"].split() == [f"{n}.service" for n in names.values()]
@@ -564,7 +565,7 @@ def test_compose_services_depends_and_healthchecks(fullstack, tmp_path):
     assert "name" not in doc  # compose v1 rejects it: the project name is in .env beside the file
     assert (out / ".env").read_text().splitlines()[-1] == "COMPOSE_PROJECT_NAME=fullstack"
     services = doc["services"]
-    assert list(services) == ["db", "events", "migrate", "backend", "frontend"]
+    assert list(services) == ["db", "events", "worker", "migrate", "backend", "frontend"]
     for s in services.values():
         assert s["image"] == "${REVOSTACK_IMAGE:-python:3.11-slim}"
         assert s["working_dir"] == str(fullstack.parent)
@@ -681,7 +682,7 @@ def test_procfile_reads_back_with_revostack_readers(fullstack, tmp_path):
     out = tmp_path / "pf"
     assert main(["-f", str(fullstack), "export", "procfile", str(out)]) == 0
     entries = procfile.parse((out / "Procfile").read_text())
-    assert [n for n, _ in entries] == ["db", "migrate", "backend", "events", "frontend"]  # Stackfile order
+    assert [n for n, _ in entries] == ["db", "migrate", "backend", "events", "frontend", "worker"]  # Stackfile order
     env = dotenv.parse((out / ".env").read_text())
     assert "PORT" not in env  # every process gets its own
     assert env["LOG_LEVEL"] == "info"

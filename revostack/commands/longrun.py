@@ -85,6 +85,20 @@ def cmd_attach(args) -> int:
                                                      "color": output.color_enabled(sys.stdout, args.no_color)})
 
 
+def cmd_connect(args) -> int:
+    from revostack import connect
+    from revostack.rundir import RunDir
+
+    stack = load_stack(args)
+    service, dot, idx = args.instance.rpartition(".")
+    if not (dot and service and idx.isdigit()):
+        service = args.instance
+    stack.selection([service])  # an unknown name: exit 2 with a suggestion
+    if ask_running(stack, {"cmd": "ping"}, f"{NOT_ANSWERING}: nothing to connect to") is None:
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up -d`)")
+    return connect.session(RunDir(stack).socket_path, args.instance)
+
+
 def _change(stack, msg: dict) -> dict:
     from revostack import control
 
