@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--no-honcho", action="store_true", help="leave honcho out even when it is installed")
     p.add_argument("--json", metavar="FILE", help="also write every raw value to FILE")
+    p.add_argument("--soak-minutes", type=float, metavar="M", help="length of the soak workload (default 30)")
+    p.add_argument("--big-sizes", metavar="N,N", help="stack sizes of the big workload (default 50,200,1000)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (printed at the end)")
     p.add_argument("--as-is", action="store_true",
                    help="do not give the launched interpreters a bytecode cache (keep PYTHONDONTWRITEBYTECODE "
@@ -88,7 +90,7 @@ def render(results, info: dict) -> str:
 
 def select(workloads: list[Workload], only: str | None) -> list[Workload]:
     if not only:
-        return workloads
+        return [w for w in workloads if not w.optional]
     names = [n.strip() for n in only.split(",") if n.strip()]
     known = {w.name for w in workloads}
     unknown = [n for n in names if n not in known]
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.soak_minutes is not None:
+        sizes.soak_minutes = args.soak_minutes
+    if args.big_sizes:
+        sizes.big_sizes = tuple(int(n) for n in args.big_sizes.split(",") if n.strip())
     tools = harness.Tools.find(with_honcho=not args.no_honcho)
     folder = Path(tempfile.mkdtemp(prefix="revostack-bench-"))
 

@@ -65,12 +65,15 @@ class Sizes:
     scan_ports: int = 1000
     idle_settle: float = 1.5  # seconds after the last "healthy" before the window (fast polling is over)
     fixed_waits: bool = True  # also run the variants that wait a fixed 5 s (start/honcho, one child ignoring)
+    big_sizes: tuple[int, ...] = (50, 200, 1000)
+    soak_minutes: float = 30.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(throughput_children=4, throughput_lines=2_000, start_small=5, start_large=10, chain_levels=3,
                    shutdown_children=3, stop_timeout=0.5, idle_children=3, idle_window=1.0, cli_services=5,
-                   cli_reps=1, change_reps=1, scan_ports=100, idle_settle=0.3, fixed_waits=False)
+                   cli_reps=1, change_reps=1, scan_ports=100, idle_settle=0.3, fixed_waits=False,
+                   big_sizes=(5, 10), soak_minutes=0.15)
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Context:
 class Workload:
     name = ""
     title = ""
+    optional = False  # long: run only when named in --only
     metrics: tuple[Metric, ...] = ()
 
     def __init__(self, ctx: Context):
@@ -864,6 +868,7 @@ def all_workloads(ctx: Context) -> list[Workload]:
         FileChange(ctx),
         Scan(ctx),
         *handoff_workloads(ctx),
+        *scale_workloads(ctx),
     ]
 
 
@@ -872,3 +877,10 @@ def handoff_workloads(ctx: Context) -> list[Workload]:
 
     return [HandoffRestarts(ctx), ProxyCost(ctx)]
 
+
+
+def scale_workloads(ctx: Context) -> list[Workload]:
+    from benchmarks.big import Big
+    from benchmarks.soak import Soak
+
+    return [Big(ctx), Soak(ctx)]

@@ -104,7 +104,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--dashboard", action="store_true", help="a live table in place of the scrolling log")
     sp.add_argument("-d", "--detach", action="store_true",
                     help="start in the background; return once every service is up (or failed)")
+    sp.add_argument("-v", "--verbose", action="store_true",
+                    help="up -d: the whole table, however many instances (else a summary past 20)")
     sp = add("down", "stack:cmd_down", "stop the running stack (or what a dead `up` left behind)")
+    sp.add_argument("-v", "--verbose", action="store_true", help="name every instance, however many")
     sp = add("ps", "live:cmd_ps", "live status of every instance")
     sp.add_argument("--json", action="store_true")
     sp = add("logs", "live:cmd_logs", "the log files the running or last `up` wrote", parents=[])
@@ -115,6 +118,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp = add("restart", "live:cmd_restart", "restart services of the running stack")
     sp.add_argument("services", nargs="+", metavar="SERVICE")
     sp.add_argument("--deps", action="store_true", help="also restart the services that depend on them")
+    sp.add_argument("-v", "--verbose", action="store_true", help="name every instance, however many")
     sp = add("run", "honcho:cmd_run", "run a one-off command with the stack's environment")
     sp.add_argument("-s", "--service", help="also use this service's env, cwd and port")
     sp.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")

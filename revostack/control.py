@@ -3,7 +3,8 @@
 Protocol: the client connects to ``.revostack/control.sock`` (mode 0600), sends one JSON
 object on one line, and reads one JSON object on one line back. Requests:
 ``{"cmd": "ping"}``, ``{"cmd": "ps"}``, ``{"cmd": "ports"}``,
-``{"cmd": "restart", "services": [...], "deps": false}``, ``{"cmd": "stop"}`` (the whole stack),
+``{"cmd": "restart", "services": [...], "deps": false}``, ``{"cmd": "stop"}`` (the whole stack;
+with ``"wait": true`` a second line follows once it stopped: what was stopped, forced, swept),
 ``{"cmd": "stop-services", "services": [...], "deps": false}``, ``{"cmd": "scale", "scale":
 {"web": 3}}``, ``{"cmd": "reload"}``. Every reply has ``"ok"``; errors carry ``"error"``. Every
 client call has a timeout. ``{"cmd": "attach", "services": [...], "color": bool}`` is answered
@@ -61,6 +62,10 @@ async def _handle(sup, reader, writer) -> None:
             return
         if req is None:
             reply = {"ok": False, "error": "bad request: not JSON"}
+        elif req.get("cmd") == "stop" and req.get("wait"):  # at once that it stops; once stopped, what it did
+            writer.write(json.dumps({"ok": True, "pid": os.getpid(), "stopping": True}).encode() + b"\n")
+            await writer.drain()
+            reply = {"ok": True, **await sup.stop_and_wait("revostack down")}
         elif req.get("cmd") in CHANGES:
             reply = checked(sup, req) or await change(sup, req)
         else:
@@ -156,12 +161,36 @@ class NoAnswer(Exception):
     """The socket exists but nothing (or nothing sensible) answers on it."""
 
 
-def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT, then: float | None = None) -> dict[str, Any]:
     """One request. FileNotFoundError/ConnectionRefusedError when no ``up`` listens;
-    NoAnswer when it does not answer in time."""
-    s, reply, _ = connect(path, msg, timeout)
-    s.close()
+    NoAnswer when it does not answer in time. ``then``: wait up to that long for a second
+    line (an answer that comes once the work is done), returned as ``reply["then"]`` (None
+    when the connection closed or the time ran out first)."""
+    s, reply, rest = connect(path, msg, timeout)
+    try:
+        if then is not None and reply.get("ok"):
+            reply["then"] = _line(s, rest, then)
+    finally:
+        s.close()
     return reply
+
+
+def _line(s, data: bytes, timeout: float) -> dict[str, Any] | None:
+    import json
+    import socket
+
+    deadline = time.monotonic() + timeout
+    try:
+        while b"\n" not in data:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        line = json.loads(data.partition(b"\n")[0])
+    except (OSError, socket.timeout, ValueError):
+        return None
+    return line if isinstance(line, dict) else None
 
 
 def connect(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT):
@@ -200,7 +229,8 @@ def connect(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT):
     return s, reply, rest
 
 
-def request_if_running(stack, msg: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any] | None:
+def request_if_running(stack, msg: dict[str, Any], timeout: float = TIMEOUT,
+                       then: float | None = None) -> dict[str, Any] | None:
     """The reply of the running ``up`` of this stack, or None when it is not running.
     A socket that does not answer is reported on stderr and treated as not running."""
     import sys
@@ -211,7 +241,7 @@ def request_if_running(stack, msg: dict[str, Any], timeout: float = TIMEOUT) -> 
     if not rd.socket_path.exists():
         return None
     try:
-        reply = request(rd.socket_path, msg, timeout)
+        reply = request(rd.socket_path, msg, timeout, then)
     except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
         return None
     except NoAnswer as e:

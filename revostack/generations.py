@@ -177,7 +177,7 @@ async def takeover(sup, st, why: str) -> bool:
     try:
         new = await spawn(sup, st)
     except OSError as e:
-        sup.sink.system(f"{st.name} new generation could not start: {e.strerror or e}; pid {old.pid} keeps serving")
+        sup.sink.system(f"{st.name} new generation could not start: {procs.why_not_started(e)}; pid {old.pid} keeps serving")
         return False
     h = new.inst.health
     ok, detail = True, "started"
@@ -289,6 +289,8 @@ async def stop(sup, st, gen: Generation, quiet: bool = False, signalled: bool = 
             procs.signal_group(pgid, svc.signal_number)
         if not await sup.wait_group(pgid, svc.stop_timeout):
             procs.signal_group(pgid, signal.SIGKILL)
+            if sup.stopping:
+                sup.forced.append(st.name)
             sup.sink.system(f"{st.name} killed at once (second Ctrl-C)" if sup.kill_now.is_set()
                             else f"{st.name} did not stop within {svc.stop_timeout:g}s: killed")
             await sup.wait_group(pgid, 5.0, allow_kill_now=False)

@@ -68,3 +68,18 @@ def human_duration(s: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+LIST_LIMIT = 6  # names listed in a human line before "and N more" (-v lists them all)
+
+
+def names(items: Sequence[str], verbose: bool = False, limit: int = LIST_LIMIT) -> str:
+    """``a.1, b.1, c.1``, or past ``limit`` the first ones and ``and 194 more``."""
+    items = list(items)
+    if verbose or len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -306,31 +306,41 @@ def instance_env(
     environ: Mapping[str, str],
     color: bool | None = None,
     shared: Mapping[str, str] | None = None,
-) -> dict[str, str]:
+) -> Mapping[str, str]:
     """The environment of one instance, layered as docs/stackfile.md says (later wins).
-    ``shared``: ``ports_env`` of the same plan, when the caller has it already."""
-    ours = dict(ports_env(stack, ports, service_ports) if shared is None else shared)
-    if port is not None:
-        ours[svc.port_env] = str(port)
-    ours["REVOSTACK_STACK"] = stack.id
-    ours["REVOSTACK_SERVICE"] = inst
+    ``shared``: ``ports_env`` of the same plan, when the caller has it already.
 
-    env = dict(environ)
+    A view over three layers, not one dict: the instance's own variables, then ``shared`` (the
+    same object for every instance of the plan), then the process environment with the env
+    files and ``env`` tables. Every instance is told every other's port, so a flat copy each
+    would hold services x services entries (1,000 services: ~50 MB); spawning a child makes
+    the one flat copy it needs."""
+    from collections import ChainMap
+
+    if shared is None:
+        shared = ports_env(stack, ports, service_ports)
+    own: dict[str, str] = {}
+    if port is not None:
+        own[svc.port_env] = str(port)
+    own["REVOSTACK_STACK"] = stack.id
+    own["REVOSTACK_SERVICE"] = inst
+    base = dict(environ)
+    env = ChainMap(own, shared, base)  # what an interpolated value sees: ours win, as below
     for layer, interpolate in ((stack.dotenv, False), (stack.env, True), (svc.dotenv, False), (svc.env, True)):
         for key, value in layer.items():
             if interpolate:
-                context = {**env, **ours}
-                value = interp.expand(value, _resolver(stack, svc, port, service_ports, context))
-            env[key] = value
-    env.update(ours)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+                value = interp.expand(value, _resolver(stack, svc, port, service_ports, env))
+            base[key] = value
+    if "PYTHONUNBUFFERED" not in env:
+        base["PYTHONUNBUFFERED"] = "1"
     if stack.kind == "procfile":
-        env["HONCHO_PROCESS_NAME"] = inst  # as honcho sets it
+        own["HONCHO_PROCESS_NAME"] = inst  # as honcho sets it
     if color is True:
-        env.setdefault("FORCE_COLOR", "1")
-        env.setdefault("CLICOLOR_FORCE", "1")
+        for key in ("FORCE_COLOR", "CLICOLOR_FORCE"):
+            if key not in env:
+                base[key] = "1"
     elif color is False:
-        env["NO_COLOR"] = "1"
+        own["NO_COLOR"] = "1"
     return env
 
 

@@ -33,6 +33,70 @@ def argv_for(cmd: str | tuple[str, ...]) -> list[str]:
     return ["/bin/sh", "-c", "exec " + cmd if is_simple(cmd) else cmd]
 
 
+FDS_PER_INSTANCE = 8  # its pipes, log file, pidfd, reserved or public socket, proxy connections
+
+
+def ensure_open_files(instances: int) -> str | None:
+    """Raise the soft limit of open files (towards the hard one) when a stack of this size may
+    need more than it allows; a small stack leaves it, and so its children's, as it was.
+    A warning when even the hard limit looks too low."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = 256 + instances * FDS_PER_INSTANCE
+        if soft == resource.RLIM_INFINITY or soft >= need:
+            return None
+        target = need * 2 if hard == resource.RLIM_INFINITY else min(hard, need * 2)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < need:
+            return (f"{instances} instances may need about {need} open files, but the limit of open files "
+                    f"(RLIMIT_NOFILE) is {target}; raise it with `ulimit -n` if some cannot start")
+    except (ImportError, ValueError, OSError):
+        pass
+    return None
+
+
+def why_not_started(e: OSError) -> str:
+    """An OSError of a spawn, said so that a limit hit is named."""
+    import errno
+
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        try:
+            import resource
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            limit = f"the limit of open files (RLIMIT_NOFILE) is {soft}, hard limit {hard}"
+        except (ImportError, OSError):
+            limit = "a limit of open files was hit"
+        which = "the system's table of open files is full" if e.errno == errno.ENFILE else limit
+        return f"{e.strerror}: {which} (raise it with `ulimit -n`)"
+    if e.errno == errno.EAGAIN:
+        return f"{e.strerror}: a limit of processes (RLIMIT_NPROC, or the cgroup's pids.max) was hit"
+    return e.strerror or str(e)
+
+
+_malloc_trim = None
+
+
+def trim_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``). Each spawn
+    builds its child's whole environment — every other service's port — and drops it; between
+    the long-lived objects made meanwhile, those freed blocks stay resident otherwise (1,000
+    services: ~60 MB). Nothing where the C library has no such call."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (ImportError, OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
 # pids of children whose spawner reaps them (asyncio's child watcher, or the start loop); any
 # other zombie child of ours is an orphaned grandchild re-parented to us (we are a subreaper)
 # and is ours to reap.

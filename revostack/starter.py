@@ -107,6 +107,9 @@ class Starter:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> int:
+        too_few = procs.ensure_open_files(len(self.plan.instances))
+        if too_few:
+            self.sink.system(too_few)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)  # set_wakeup_fd wants it so: a full pipe must not block a signal
@@ -141,7 +144,7 @@ class Starter:
         try:
             pid, fd = procs.spawn_piped(procs.argv_for(inst.cmd), str(inst.cwd), inst.env)
         except OSError as e:
-            self.sink.system(f"{inst.name} could not start: {e.strerror or e}")
+            self.sink.system(f"{inst.name} could not start: {procs.why_not_started(e)}")
             if self.first_exit is None:  # the shell's codes for a program it cannot run
                 self.first_exit = 127 if isinstance(e, FileNotFoundError) else 126
             self.stop_wanted = True

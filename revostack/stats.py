@@ -1,47 +1,90 @@
-"""CPU and memory of each instance's whole process tree (psutil), for `ps` and `top`.
+"""CPU and memory of each instance's whole process tree, for `ps`, `top` and the dashboard.
 
-Sampled in the client, never in the supervisor, so a slow /proc never stalls the stack.
+One pass over the machine's process table per sample (``/proc/PID/stat``: parent, group, CPU
+times and RSS in one read per process), from which every instance's tree is built: the cost
+grows with the processes on the machine, not with instances × processes. Sampled in the
+client, never in the supervisor, so a slow /proc never stalls the stack.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
+from typing import Any, Iterable, NamedTuple
 
 
-def _tree(pid: int):
-    import psutil
+class Proc(NamedTuple):
+    ppid: int
+    pgid: int
+    cpu: float  # user + system seconds
+    rss: int  # bytes
 
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def table() -> dict[int, Proc]:
+    """Every live process of the machine (zombies left out)."""
     try:
-        root = psutil.Process(pid)
-        return [root] + root.children(recursive=True)
-    except psutil.Error:
-        return []
+        entries = os.listdir("/proc")
+    except OSError:
+        return _table_psutil()
+    out: dict[int, Proc] = {}
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone since the listing
+        f = stat[stat.rfind(b")") + 2:].split()
+        if len(f) < 22 or f[0] == b"Z":
+            continue
+        out[int(name)] = Proc(int(f[1]), int(f[2]), (int(f[11]) + int(f[12])) / _TICK, int(f[21]) * _PAGE)
+    return out
 
 
-def _cpu_total(procs) -> float:
+def _table_psutil() -> dict[int, Proc]:  # where there is no /proc
     import psutil
 
-    total = 0.0
-    for p in procs:
+    out = {}
+    for p in psutil.process_iter(["ppid", "cpu_times", "memory_info", "status"]):
+        i = p.info
+        if i["status"] == psutil.STATUS_ZOMBIE or i["cpu_times"] is None or i["memory_info"] is None:
+            continue
         try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
+            pgid = os.getpgid(p.pid)
+        except OSError:
+            continue
+        out[p.pid] = Proc(i["ppid"], pgid, i["cpu_times"].user + i["cpu_times"].system, i["memory_info"].rss)
+    return out
 
 
-def _memory(procs) -> int:
-    import psutil
-
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+def trees(procs: dict[int, Proc], roots: Iterable[tuple[int, int | None]]) -> list[list[int]]:
+    """For each (pid, process group) root: the pid, its descendants, and whatever else is still in
+    its group (a grandchild re-parented to the supervisor, which is a subreaper) — from one table."""
+    children: dict[int, list[int]] = {}
+    groups: dict[int, list[int]] = {}
+    for pid, p in procs.items():
+        children.setdefault(p.ppid, []).append(pid)
+        groups.setdefault(p.pgid, []).append(pid)
+    out = []
+    for pid, pgid in roots:
+        if pid not in procs:
+            out.append([])
+            continue
+        seen = {pid}
+        todo = [pid, *groups.get(pgid, ())] if pgid else [pid]
+        seen.update(todo)
+        while todo:
+            for c in children.get(todo.pop(), ()):
+                if c not in seen:
+                    seen.add(c)
+                    todo.append(c)
+        out.append(sorted(seen))
+    return out
 
 
 class Sampler:
@@ -52,15 +95,19 @@ class Sampler:
 
     def sample(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         now_wall = time.time()
+        instances = snapshot.get("instances", {})
+        running = [(name, i) for name, i in instances.items() if i.get("pid")]
+        procs = table() if running else {}
         now = time.monotonic()
-        out = []
-        for name, i in snapshot.get("instances", {}).items():
-            tree = _tree(i["pid"]) if i.get("pid") else []
-            cpu_pct = None
-            mem = None
+        usage: dict[str, tuple[float, int]] = {}
+        for (name, i), tree in zip(running, trees(procs, [(i["pid"], i.get("pgid")) for _, i in running])):
             if tree:
-                cpu = _cpu_total(tree)
-                mem = _memory(tree)
+                usage[name] = (sum(procs[p].cpu for p in tree), sum(procs[p].rss for p in tree))
+        out = []
+        for name, i in instances.items():
+            cpu_pct = mem = None
+            if name in usage:
+                cpu, mem = usage[name]
                 prev = self.last.get(name)
                 if prev is not None and now > prev[0]:
                     cpu_pct = round(max((cpu - prev[1]) / (now - prev[0]) * 100, 0.0), 1)

@@ -23,6 +23,7 @@ from revostack.sink import Sink
 from revostack.stackfile import Condition, Handoff, Restart
 
 ENDED = {State.COMPLETED, State.FAILED, State.STOPPED}
+TRIM_AFTER = 2.0  # seconds after a spawn before the C heap's free pages are given back
 
 
 @dataclass
@@ -93,6 +94,11 @@ class Supervisor:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.public: dict[str, PublicPort] = {}  # service -> its public port, with a handoff
         self.watch_changed: asyncio.Event | None = None  # set when a reload changes what to watch
+        self.forced: list[str] = []  # instances killed after their stop_timeout during the shutdown
+        self.swept: list[tuple[int, str]] = []  # processes that escaped their group, killed at the end
+        self.stopped = asyncio.Event()  # the shutdown is over (what `down` waits for)
+        self._stop_waiters: set[asyncio.Task] = set()
+        self._trim_scheduled = False
 
     def _state_for(self, inst: Instance) -> InstanceState:
         svc = inst.service
@@ -145,7 +151,21 @@ class Supervisor:
                     pass
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.loop.remove_signal_handler(sig)  # False for one never added
+            self.stopped.set()
+            waiting = [t for t in self._stop_waiters if not t.done()]
+            if waiting:  # a `down` waits for the summary: let it be written
+                await asyncio.wait(waiting, timeout=2.0)
         return self.exit_code()
+
+    async def stop_and_wait(self, reason: str) -> dict:
+        """Stop the stack and return, once it is stopped, what happened (for `down`)."""
+        before = {st.name: st.child.pid if st.child is not None else None for st in self.instances.values()}
+        failed = [st.name for st in self.instances.values() if st.state is State.FAILED]
+        self._stop_waiters.add(asyncio.current_task())
+        self.request_stop(reason)
+        await self.stopped.wait()
+        return {"pid": os.getpid(), "instances": before, "failed": failed, "forced": list(self.forced),
+                "swept": [list(x) for x in self.swept]}
 
     async def open_public_ports_for(self, plan: Plan) -> None:
         """A handoff's public port listens from now until the stack stops (the socket reserved
@@ -291,10 +311,11 @@ class Supervisor:
         try:
             st.gen = await generations.spawn(self, st)
         except OSError as e:
-            self.sink.system(f"{st.name} could not start: {e.strerror or e}")
+            self.sink.system(f"{st.name} could not start: {procs.why_not_started(e)}")
             self._ended(st, State.FAILED)
             self.any_failed = True
             return False
+        self._trim_soon()
         st.ever_started = True
         st.stopped_by_us = False
         st.started_wall = time.time()
@@ -312,6 +333,16 @@ class Supervisor:
         st.started.set()
         self.save_state()
         return True
+
+    def _trim_soon(self) -> None:
+        """Once the spawns of a burst are over, return the memory their environments used."""
+        if not self._trim_scheduled and self.loop is not None:
+            self._trim_scheduled = True
+            self.loop.call_later(TRIM_AFTER, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_scheduled = False
+        procs.trim_memory()
 
     async def supervise(self, st: InstanceState) -> tuple[str, int | None]:
         """Wait for the child's exit, a failed health check or a restart request.
@@ -426,6 +457,7 @@ class Supervisor:
         leftovers = await asyncio.to_thread(probe.kill_escaped, self.stack.id)
         if not leftovers:
             return
+        self.swept += leftovers
         for pid, name in leftovers:
             self.sink.system(f"killed pid {pid} ({name}), left behind by the stack")
         deadline = time.monotonic() + 5

@@ -119,13 +119,13 @@ def live_ports(stack, when_down: str | None = None):
 NOT_ANSWERING = "no stack answers on the control socket"
 
 
-def ask_running(stack, msg: dict, when_down: str):
+def ask_running(stack, msg: dict, when_down: str, then: float | None = None):
     """The running stack's reply (None when none answers). A state file that cannot be read is
     said in one line on stderr, with what the command does instead (``when_down`` when no stack
     answers): the control socket, not the file, is what tells whether the stack runs."""
     from revostack import control
 
-    reply = control.request_if_running(stack, msg)
+    reply = control.request_if_running(stack, msg, then=then)
     state_warning(stack, "asking the running stack instead" if reply is not None else when_down)
     return reply
 

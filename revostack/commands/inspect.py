@@ -12,6 +12,7 @@ from revostack.commands.common import display, live_ports, strategy_of, load_sta
 def cmd_check(args) -> int:
     import shutil
 
+    from revostack import plan as planmod
     from revostack.commands.honcho import honcho_files
     from revostack.plan import secret_like
 
@@ -30,11 +31,12 @@ def cmd_check(args) -> int:
     for i, level in enumerate(plan.levels, 1):
         out.append(f"  {i}. " + ", ".join(level))
     warnings = []
-    shared = {}
-    for inst in plan.instances:
-        for k, v in inst.env.items():
-            if k.endswith(("_PORT", "_HOST")) and k not in stack.env and k not in stack.dotenv and k not in os.environ:
-                shared[k] = v
+    # what every instance is told of the others, built once (as the plan does), not read back
+    # from each instance's environment: that is services x services
+    ports = plan.ports
+    environ = set(os.environ)
+    shared = {k: v for k, v in planmod.ports_env(stack, ports, planmod._service_ports(stack, ports)).items()
+              if k not in stack.env and k not in stack.dotenv and k not in environ}
     if shared:
         out += ["", "every service gets:"] + [f"  {k}={shared[k]}" for k in sorted(shared)]
     own_keys = set(stack.dotenv) | set(stack.env)
@@ -51,7 +53,7 @@ def cmd_check(args) -> int:
         if inst.health:
             out.append(f"  health: {inst.health.kind.value} {inst.health.target}" + (" (default)" if inst.health.implicit else ""))
         keys = own_keys | set(svc.dotenv) | set(svc.env) | ({svc.port_env} if svc.port is not None else set())
-        for k in sorted(k for k in inst.env if k in keys):
+        for k in sorted(k for k in keys if k in inst.env):
             v = inst.env[k]
             out.append(f"  {k}={'****' if secret_like(k) and v else v}")
         program = _program(inst.cmd)

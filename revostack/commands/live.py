@@ -57,7 +57,11 @@ def cmd_restart(args) -> int:
                         f"{NOT_ANSWERING}: nothing to restart")
     if reply is None:
         raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up`)")
-    print("restarting " + ", ".join(reply.get("restarted", [])))
+    from revostack.output import LIST_LIMIT, count, names
+
+    done = reply.get("restarted", [])
+    many = len(done) > LIST_LIMIT and not args.verbose
+    print("restarting " + (f"{count(len(done), 'instance')}: " if many else "") + names(done, args.verbose))
     return EXIT_OK
 
 

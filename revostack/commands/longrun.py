@@ -50,7 +50,11 @@ def detach(args, stack) -> int:
     if reply is None:
         print(f"revostack: the stack (pid {child.pid}) did not answer within {limit:g}s; see {log}", file=sys.stderr)
         return EXIT_FAILED
-    print_ps(reply)
+    if args.verbose or len(reply["instances"]) <= TABLE_LIMIT:
+        print_ps(reply)
+    else:
+        for line in up_summary(reply["instances"]):
+            print(line)
     failed = [n for n, i in reply["instances"].items() if i.get("state") in ("failed", "unhealthy")]
     waiting = [n for n, i in reply["instances"].items() if i.get("state") not in SETTLED]
     print(f"stack \"{stack.name}\" runs in the background (pid {child.pid}); logs: `revostack logs`, "
@@ -58,6 +62,29 @@ def detach(args, stack) -> int:
     if waiting:
         print(f"revostack: still not settled after {limit:g}s: {', '.join(waiting)}", file=sys.stderr)
     return EXIT_FAILED if failed or waiting else EXIT_OK
+
+
+TABLE_LIMIT = 20  # past this many instances `up -d` prints a summary, not the table (-v: the table)
+
+
+def up_summary(instances: dict[str, dict]) -> list[str]:
+    """Counts by state, then the notable instances: failed or unhealthy, not settled, moved."""
+    from revostack.output import count, names
+
+    by_state: dict[str, list[str]] = {}
+    for name, i in instances.items():
+        by_state.setdefault(i.get("state") or "?", []).append(name)
+    order = ["healthy", "running", "completed", "starting", "waiting", "restarting", "unhealthy", "failed", "stopped"]
+    states = sorted(by_state, key=lambda k: order.index(k) if k in order else len(order))
+    lines = [f"{count(len(instances), 'instance')}: " + ", ".join(f"{len(by_state[k])} {k}" for k in states)]
+    for state in ("failed", "unhealthy"):
+        if state in by_state:
+            lines.append(f"  {state}: {names(by_state[state])}")
+    moved = [f"{n} {i['preferred']} -> {i['port']}" for n, i in instances.items()
+             if i.get("preferred") and i.get("port") and i["preferred"] != i["port"] and not i.get("handoff")]
+    if moved:
+        lines.append(f"  moved: {names(moved)}")
+    return lines
 
 
 def _ps(stack):

@@ -37,7 +37,7 @@ def cmd_up(args) -> int:
 
         world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
         ports = planmod.plan_ports(stack, selected, world, strategy)
-        plan = planmod.build(stack, selected, ports, os.environ, child_color(args.no_color))
+        plan = planmod.build(stack, selected, ports, dict(os.environ), child_color(args.no_color))
         reservations = probe.Reservations(stack.host)
         plan = conflicts.settle(plan, rd, strategy, world, reservations, say)
         if plan.failures:
@@ -56,6 +56,26 @@ def cmd_up(args) -> int:
         rd.release()
 
 
+def down_summary(name: str, pid, insts: dict, reply: dict, verbose: bool) -> list[str]:
+    """What `down` says: how many instances stopped (each with its pid when few, or with -v),
+    then one line per notable case: killed after stop_timeout, failed before, left behind."""
+    from revostack.output import LIST_LIMIT, count, names
+
+    n = len(insts)
+    head = f"stopped stack \"{name}\" (up pid {pid}, {count(n, 'instance')}"
+    if n and (verbose or n <= LIST_LIMIT):
+        head += ": " + ", ".join(f"{k} pid {v}" if isinstance(v, int) else str(k) for k, v in insts.items())
+    lines = [head + ")"]
+    forced, failed, swept = reply.get("forced") or [], reply.get("failed") or [], reply.get("swept") or []
+    if forced:
+        lines.append(f"  killed after their stop_timeout: {names(forced, verbose)}")
+    if failed:
+        lines.append(f"  had failed before: {names(failed, verbose)}")
+    if swept:
+        lines.append(f"  left behind by the stack and killed: {names([f'pid {p} ({c})' for p, c in swept], verbose)}")
+    return lines
+
+
 def cmd_down(args) -> int:
     import signal
     import time
@@ -66,23 +86,24 @@ def cmd_down(args) -> int:
     stack = load_stack(args)
     rd = RunDir(stack)
     state = rd.read_state() or {}
-    reply = ask_running(stack, {"cmd": "stop"},
-                        "looking for the stack's processes by their REVOSTACK_STACK marker instead")
+    levels = len(stack.levels())
+    timeout = max([s.stop_timeout for s in stack.services.values()] + [stack.stop_timeout]) * (levels + 1) + 30
+    reply = ask_running(stack, {"cmd": "stop", "wait": True},
+                        "looking for the stack's processes by their REVOSTACK_STACK marker instead", timeout)
     if reply is not None:
         pid = reply.get("pid")
-        timeout = max([s.stop_timeout for s in stack.services.values()] + [stack.stop_timeout]) * 2 + 10
         deadline = time.monotonic() + timeout
-        while rd.is_locked() and time.monotonic() < deadline:
+        while rd.is_locked() and time.monotonic() < deadline:  # it has stopped: now it lets go of the lock
             time.sleep(0.02)
         if rd.is_locked():
             print(f"revostack: the stack (pid {pid}) is still stopping after {timeout:g}s", file=sys.stderr)
             return EXIT_FAILED
-        insts = state.get("instances", {})
-        n = len(insts)
-        what = ", ".join(f"{k} pid {v['pid']}" if isinstance(v, dict) and isinstance(v.get("pid"), int) else str(k)
-                         for k, v in insts.items())
-        print(f"stopped stack \"{stack.name}\" (up pid {pid}, {n} instance{'s' if n != 1 else ''}"
-              + (f": {what})" if what else ")"))
+        done = reply.get("then") or {}
+        insts = done.get("instances")
+        if not isinstance(insts, dict):  # no summary came (an older `up`): what the state file said
+            insts = {k: v.get("pid") if isinstance(v, dict) else None for k, v in state.get("instances", {}).items()}
+        for line in down_summary(stack.name, pid, insts, done, args.verbose):
+            print(line)
         return EXIT_OK
     stopped_up = False
     if rd.is_locked():
