@@ -34,7 +34,7 @@ class _Skipped:
 
 
 COMMANDS = ("check", "ports", "graph", "init", "up", "down", "ps", "logs", "restart", "run", "start", "top", "scan",
-            "history", "export", "attach", "stop", "scale", "reload", "connect")
+            "history", "export", "attach", "stop", "scale", "reload", "connect", "ui")
 _VALUED = {"-f", "--file", "--procfile", "-e", "--env", "-d", "--app-root"}  # global options that take a value
 
 
@@ -102,6 +102,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=True)
     sp.add_argument("--no-color", "--no-colour", dest="no_color", action="store_true", default=argparse.SUPPRESS)
     sp.add_argument("--dashboard", action="store_true", help="a live table in place of the scrolling log")
+    sp.add_argument("--ui", action="store_true", help="start the stack and open the interactive view (q stops it)")
+    sp.add_argument("--scrollback", type=int, default=10_000, metavar="N", help="--ui: lines kept per instance")
     sp.add_argument("-d", "--detach", action="store_true",
                     help="start in the background; return once every service is up (or failed)")
     sp.add_argument("-v", "--verbose", action="store_true",
@@ -132,6 +134,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp = add("attach", "longrun:cmd_attach", "follow the running stack's output (Ctrl-C leaves; the stack keeps running)")
     sp.add_argument("services", nargs="*", metavar="SERVICE")
     sp.add_argument("--no-color", "--no-colour", dest="no_color", action="store_true", default=argparse.SUPPRESS)
+    sp = add("ui", "longrun:cmd_ui", "the running stack in one window: services, output, search, actions (q leaves)")
+    sp.add_argument("--scrollback", type=int, default=10_000, metavar="N", help="lines kept per instance (10,000)")
     sp = add("connect", "longrun:cmd_connect",
              "type into one running instance: a debugger, a REPL, a prompt (Ctrl-] leaves; the stack keeps running)")
     sp.add_argument("instance", metavar="SERVICE[.N]")

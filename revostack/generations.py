@@ -126,6 +126,7 @@ async def watch_health(sup, st) -> str:
     if not st.healthy.is_set():  # a generation that took over is ready already
         ok, detail = await readiness(checker, h.start_period, h.interval)
         if not ok:
+            st.last_check = detail
             sup.sink.system(f"{st.name} not healthy within {h.start_period:g}s ({detail})")
             st.health = "unhealthy"
             return "not-ready"
@@ -151,6 +152,7 @@ async def watch_health(sup, st) -> str:
             failures = 0
             continue
         failures += 1
+        st.last_check = detail
         if failures >= h.retries:
             st.state = State.UNHEALTHY
             st.health = "unhealthy"

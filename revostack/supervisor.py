@@ -38,6 +38,7 @@ class InstanceState:
     started_wall: float | None = None
     stable_since: float | None = None
     health: str | None = None
+    last_check: str | None = None  # what the last failed check said
     returncode: int | None = None
     ever_started: bool = False
     task: asyncio.Task | None = None
@@ -516,6 +517,8 @@ class Supervisor:
                     "health": st.health,
                     "restarts": st.restarts,
                     "started_at": st.started_wall if st.child else None,
+                    "last_exit": None if st.returncode is None else policy.describe_exit(st.returncode),
+                    "last_check": st.last_check,
                     **self._handoff_fields(st),
                 }
                 for st in self.instances.values()

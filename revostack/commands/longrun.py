@@ -14,6 +14,93 @@ SETTLED = {"healthy", "running", "completed", "failed", "stopped", "unhealthy"}
 CHANGE_TIMEOUT = 120.0  # stop, scale and reload wait for stop timeouts and health checks
 
 
+def _needs_terminal(what: str) -> None:
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise UsageError(f"{what} needs a terminal (for the output of a running stack, use `revostack attach`)")
+
+
+def _scrollback(args) -> int:
+    if args.scrollback < 1:
+        raise UsageError(f"--scrollback must be at least 1, not {args.scrollback}")
+    return args.scrollback
+
+
+def cmd_ui(args) -> int:
+    """The interactive view of the running stack; q leaves it running."""
+    from revostack.rundir import RunDir
+
+    _needs_terminal("revostack ui")
+    stack = load_stack(args)
+    scrollback = _scrollback(args)
+    if ask_running(stack, {"cmd": "ping"}, f"{NOT_ANSWERING}: nothing to show") is None:
+        raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up -d`, or `revostack up --ui`)")
+    from revostack import ui
+
+    return ui.run(RunDir(stack).socket_path, stack.name, scrollback, stop_on_quit=False)
+
+
+def up_ui(args, stack) -> int:
+    """``up --ui``: the stack starts as with ``up -d`` and the view opens at once; q (or the
+    terminal closing) stops the stack, as Ctrl-C stops ``up``, and the view shows the shutdown."""
+    from revostack.rundir import RunDir
+
+    _needs_terminal("revostack up --ui")
+    scrollback = _scrollback(args)
+    rd = RunDir(stack)
+    if rd.is_locked():
+        raise StateError(f"already running, pid {rd.lock_holder() or '?'}; use `revostack ui` to watch it")
+    stack.selection(list(args.services) or None)  # unknown names: exit 2 now
+    child, log, start = _spawn_supervisor(args, stack, rd)
+    deadline = time.monotonic() + 30
+    while not rd.socket_path.exists():  # the view needs the control socket; the services start on their own
+        code = child.poll()
+        if code is not None:
+            _tail(log, start)
+            return code or EXIT_FAILED
+        if time.monotonic() > deadline:
+            print(f"revostack: the stack (pid {child.pid}) did not open its control socket; see {log}", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.02)
+    from revostack import ui
+
+    try:
+        ui.run(rd.socket_path, stack.name, scrollback, stop_on_quit=True)
+    finally:
+        if child.poll() is None:  # the view left some other way (the terminal closed): stop the stack
+            from revostack import control
+
+            try:
+                control.request(rd.socket_path, {"cmd": "stop", "wait": True}, then=120.0)
+            except (OSError, control.NoAnswer):
+                pass
+        try:
+            code = child.wait(timeout=150)
+        except subprocess.TimeoutExpired:
+            code = EXIT_FAILED
+    return code
+
+
+def _spawn_supervisor(args, stack, rd):
+    """The supervisor as ``up`` in a session of its own, output to logs/up.log: (the child,
+    the log, where in the log its output begins)."""
+    rd.ensure()
+    argv = [sys.executable, "-m", "revostack", "-f", str(stack.path), "up", *args.services]
+    argv += ["--no-watch"] * args.no_watch + ["--abort-on-exit"] * args.abort_on_exit
+    argv += ["--no-timestamps"] * (not args.timestamps) + (["--strategy", args.strategy] if args.strategy else [])
+    log = rd.logs / "up.log"
+    start = log.stat().st_size if log.exists() else 0  # what this child writes begins here
+    with open(log, "ab") as out:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "REVOSTACK_DETACHED": "1"})
+    return child, log, start
+
+
+def _tail(log, start: int) -> None:
+    """The last lines the supervisor wrote (why it could not start the stack), on stderr."""
+    for line in log.read_bytes()[start:].decode("utf-8", "replace").strip().splitlines()[-5:]:
+        print(line, file=sys.stderr)
+
+
 def detach(args, stack) -> int:
     """``up -d``: start the supervisor in a session of its own, wait through the control socket
     until every started service has reached its condition or failed, print the table."""
@@ -24,24 +111,14 @@ def detach(args, stack) -> int:
     if rd.is_locked():
         raise StateError(f"already running, pid {rd.lock_holder() or '?'}; use `revostack down`")
     stack.selection(list(args.services) or None)  # unknown names: exit 2 now
-    rd.ensure()
-    argv = [sys.executable, "-m", "revostack", "-f", str(stack.path), "up", *args.services]
-    argv += ["--no-watch"] * args.no_watch + ["--abort-on-exit"] * args.abort_on_exit
-    argv += ["--no-timestamps"] * (not args.timestamps) + (["--strategy", args.strategy] if args.strategy else [])
-    log = rd.logs / "up.log"
-    start = log.stat().st_size if log.exists() else 0  # what this child writes begins here
-    with open(log, "ab") as out:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "REVOSTACK_DETACHED": "1"})
+    child, log, start = _spawn_supervisor(args, stack, rd)
     limit = max([s.health.start_period for s in stack.services.values() if s.health] + [10.0]) + 30
     deadline = time.monotonic() + limit
     reply = None
     while time.monotonic() < deadline:
         code = child.poll()
         if code is not None:  # it could not start the stack: say why, with its code
-            tail = log.read_bytes()[start:].decode("utf-8", "replace").strip().splitlines()[-5:]
-            for line in tail:
-                print(line, file=sys.stderr)
+            _tail(log, start)
             return code or EXIT_FAILED
         reply = _ps(stack)
         if reply is not None and all(i.get("state") in SETTLED for i in reply["instances"].values()):

@@ -16,6 +16,12 @@ def cmd_up(args) -> int:
     stack = load_stack(args)
     if args.dashboard and not sys.stdout.isatty():
         raise UsageError("--dashboard needs a terminal")
+    if args.ui:
+        if args.detach or args.dashboard:
+            raise UsageError("--ui does not go with --detach or --dashboard")
+        from revostack.commands.longrun import up_ui
+
+        return up_ui(args, stack)
     if args.detach:
         if args.dashboard:
             raise UsageError("--detach and --dashboard do not go together (use `revostack top`)")
