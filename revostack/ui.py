@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import time
 from pathlib import Path
@@ -27,12 +28,12 @@ from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from revostack import control
 
 FPS = 20  # output redraws per second at most
-PS_EVERY = 1.0  # seconds between two snapshots of the services
+PS_EVERY = float(os.environ.get("RV_PS_EVERY", "1.0"))  # seconds between two snapshots of the services
 CHANGE_TIMEOUT = 120.0
 ALL = "*"
 STATE_COLORS = {"healthy": "green", "running": "green", "completed": "blue", "starting": "yellow",
@@ -221,12 +222,73 @@ class LogView(ScrollView, can_focus=False):
         return Strip(segments).crop(int(self.scroll_x), int(self.scroll_x) + self.size.width)
 
 
+class ServicesView(ScrollView, can_focus=False):
+    """The services pane: one line per instance (and one saying why a failed one failed), drawn
+    line by line from cached strips; a line is drawn again only when its text changed."""
+
+    HEADER = ("instance", "state", "port", "rst", "up", "cpu", "mem")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lines: list[tuple[str, tuple[str, ...], str]] = []  # (key, cells, style of the state)
+        self.selected_line = 0
+        self._widths: list[int] = [len(h) for h in self.HEADER]
+        self._strips: dict[int, Strip] = {}
+
+    def show(self, lines: list[tuple[str, tuple[str, ...], str]], selected_line: int) -> None:
+        rows = [cells for key, cells, _color in lines if not key.endswith("/why")]
+        widths = [max([len(h)] + [len(c[i]) for c in rows]) for i, h in enumerate(self.HEADER)]
+        if widths != self._widths:
+            self._widths = widths
+            self._strips.clear()
+            self.refresh()
+        for y, line in enumerate(lines, 1):
+            if y - 1 >= len(self.lines) or self.lines[y - 1] != line:
+                self._strips.pop(y, None)
+                self.refresh_line(y)
+        for y in range(len(lines) + 1, len(self.lines) + 1):
+            self._strips.pop(y, None)
+            self.refresh_line(y)
+        if selected_line != self.selected_line:
+            for y in (self.selected_line + 1, selected_line + 1):
+                self._strips.pop(y, None)
+                self.refresh_line(y)
+        self.lines = lines
+        self.selected_line = selected_line
+        self.virtual_size = Size(sum(self._widths) + 2 * len(self._widths), len(lines) + 1)
+
+    def render_line(self, y: int) -> Strip:
+        strip = self._strips.get(y)
+        if strip is None:
+            strip = self._strips[y] = self._draw(y)
+        return strip.crop(0, self.size.width)
+
+    def _draw(self, y: int) -> Strip:
+        if y == 0:
+            text = "  ".join(h.ljust(w) for h, w in zip(self.HEADER, self._widths))
+            return Strip([Segment(" " + text, Style(bold=True))])
+        if y > len(self.lines):
+            return Strip.blank(self.size.width)
+        key, cells, color = self.lines[y - 1]
+        selected = y - 1 == self.selected_line
+        base = Style(reverse=True) if selected else Style()
+        if key.endswith("/why"):
+            return Strip([Segment("   " + cells[0], Style(color="red"))])
+        segments = [Segment(" ")]
+        for i, (cell, w) in enumerate(zip(cells, self._widths)):
+            style = base + Style(color=color) if i == 1 else base + Style(color="red") if i == 0 and color == "red" else base
+            segments.append(Segment(cell.ljust(w), style))
+            if i < len(cells) - 1:
+                segments.append(Segment("  ", base))
+        return Strip(segments)
+
+
 class StackView(App):
     """The window: services on the left, output on the right, a status line and the keys."""
 
     AUTO_FOCUS = None  # nothing has the focus but the search box while it is open: the keys are the view's
     CSS = """
-    #services { width: 50%; max-width: 84; border-right: solid $primary-darken-2; overflow-x: hidden; }
+    #services { width: 50%; max-width: 84; border-right: solid $primary-darken-2; scrollbar-size-horizontal: 0; }
     #right { width: 1fr; }
     #log { height: 1fr; }
     #status { height: 1; background: $panel; }
@@ -245,6 +307,7 @@ class StackView(App):
         Binding("r", "restart", "restart"), Binding("s", "stop_start", "stop/start"),
         Binding("plus", "scale(1)", "+1"), Binding("minus", "scale(-1)", "-1"), Binding("R", "reload", "reload"),
         Binding("i", "type_in", "type in"), Binding("question_mark", "help", "help"), Binding("q", "quit_view", "quit"),
+        Binding("ctrl+c", "quit_view", "quit", show=False, priority=True),  # as q (up --ui: as Ctrl-C stops up)
     ]
 
     def __init__(self, socket_path: Path, stack_name: str, scrollback: int = 10_000, stop_on_quit: bool = False):
@@ -262,14 +325,15 @@ class StackView(App):
         self.pending: list[events.Key] | None = None  # keys typed while connecting to an instance
         self.searching: str | None = None  # the search box's text while it is open
         self._counted: tuple[float, int, tuple] = (0.0, 0, ())  # (when, matches, of what)
-        self._dirty = True
+        self._status_text = ""
+        self._dirty = False
         self._sampler = None
         self._table_rows: list[int] = []
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield DataTable(id="services", cursor_type="row", zebra_stripes=False, show_cursor=True)
+            yield ServicesView(id="services")
             with Vertical(id="right"):
                 yield LogView(self.output, id="log")
                 yield Static(HELP, id="help")
@@ -279,13 +343,9 @@ class StackView(App):
 
     def on_mount(self) -> None:
         self.title = f"revostack — {self.stack_name}"
-        table = self.query_one("#services", DataTable)
-        table.can_focus = False
-        table.add_columns("instance", "state", "port", "rst", "up", "cpu", "mem")
         self.log_view = self.query_one("#log", LogView)
         self.run_worker(self._follow_output(), exclusive=False, group="io")
         self.run_worker(self._poll_services(), exclusive=False, group="io")
-        self.set_interval(1 / FPS, self._tick)
 
     # -- feeding it ------------------------------------------------------------------------------------
     async def _follow_output(self) -> None:
@@ -294,7 +354,7 @@ class StackView(App):
         history = await asyncio.to_thread(recent_history, self.socket_path.parent / "logs", self.output.scrollback)
         if history:
             self.output.feed(history)
-            self._dirty = True
+            self._changed()
 
         try:
             reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
@@ -312,9 +372,9 @@ class StackView(App):
             if not data:
                 break
             self.output.feed(data)
-            self._dirty = True
+            self._changed()
         self.stream_ended = True
-        self._dirty = True
+        self._changed()
         if self.stopping:
             self.exit(return_code=0)
         else:
@@ -326,8 +386,7 @@ class StackView(App):
         self._sampler = stats.Sampler()
         while not self.stream_ended:
             try:
-                reply = await asyncio.to_thread(control.request, self.socket_path, {"cmd": "ps"})
-                rows = await asyncio.to_thread(self._sampler.sample, reply)
+                reply, rows = await asyncio.to_thread(self._snapshot)
                 for row in rows:
                     extra = reply["instances"].get(row["instance"], {})
                     row["last_exit"], row["last_check"] = extra.get("last_exit"), extra.get("last_check")
@@ -338,33 +397,44 @@ class StackView(App):
                     self.say("the stack does not answer")
             await asyncio.sleep(PS_EVERY)
 
+    def _snapshot(self) -> tuple[dict, list[dict]]:
+        """(the stack's ps reply, its rows with CPU and memory): one trip to a thread a second."""
+        reply = control.request(self.socket_path, {"cmd": "ps"})
+        return reply, self._sampler.sample(reply)
+
     def _fill_table(self) -> None:
+        """The services pane, from the last snapshot: a line per instance, and under a failed or
+        unhealthy one a line saying why."""
         from revostack.output import human_bytes, human_duration, port_cell
 
-        table = self.query_one("#services", DataTable)
-        table.clear()
-        self._table_rows = []
+        lines = []
+        positions = []
         for r in self.rows:
-            color = STATE_COLORS.get(r["state"], "white")
             bad = r["state"] in ("failed", "unhealthy")
-            self._table_rows.append(table.row_count)
-            table.add_row(f"[red]{r['instance']}[/]" if bad else r["instance"], f"[{color}]{r['state']}[/]",
-                          port_cell(r), str(r["restarts"]), human_duration(r["uptime_s"]),
-                          "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%", human_bytes(r["memory_bytes"]),
-                          key=r["instance"])
+            positions.append(len(lines))
+            lines.append((r["instance"], (r["instance"], r["state"], port_cell(r), str(r["restarts"]),
+                                          human_duration(r["uptime_s"]),
+                                          "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
+                                          human_bytes(r["memory_bytes"])), STATE_COLORS.get(r["state"], "white")))
             why = r.get("last_check") if r["state"] == "unhealthy" else r.get("last_exit") if bad else None
-            if why:  # why it failed, on a line of its own
-                table.add_row(f"  [red]{why[:60]}[/]", "", "", "", "", "", "", key=f"{r['instance']}/why")
+            if why:
+                lines.append((f"{r['instance']}/why", (why[:70],), "red"))
+        self._table_rows = positions
         if self.rows:
             self.selected = min(self.selected, len(self.rows) - 1)
-            table.move_cursor(row=self._table_rows[self.selected], animate=False)
+        self.query_one("#services", ServicesView).show(lines, positions[self.selected] if positions else 0)
         self._status()
 
+    def _changed(self) -> None:
+        """New output: one redraw within 1/FPS s, however many lines came (no timer while idle)."""
+        if not self._dirty:
+            self._dirty = True
+            self.set_timer(1 / FPS, self._tick)
+
     def _tick(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self.log_view.update_rows()
-            self._status()
+        self._dirty = False
+        self.log_view.update_rows()
+        self._status()
 
     # -- the status line -----------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -390,10 +460,13 @@ class StackView(App):
         new = lv.new_since()
         if new:
             parts.append(f"{new} new (End follows)")
-        try:
-            self.query_one("#status", Static).update(" · ".join(parts))
-        except Exception:  # the app is closing
-            pass
+        text = " · ".join(parts)
+        if text != self._status_text:  # drawn again only when it changed
+            self._status_text = text
+            try:
+                self.query_one("#status", Static).update(text)
+            except Exception:  # the app is closing
+                pass
 
     # -- selecting and scrolling -----------------------------------------------------------------------
     def selected_row(self) -> dict | None:
@@ -402,7 +475,8 @@ class StackView(App):
     def action_select(self, step: int) -> None:
         if self.rows:
             self.selected = max(0, min(len(self.rows) - 1, self.selected + step))
-            self.query_one("#services", DataTable).move_cursor(row=self._table_rows[self.selected], animate=False)
+            self.query_one("#services", ServicesView).show(self.query_one("#services", ServicesView).lines,
+                                                           self._table_rows[self.selected])
             if self.log_view.view != ALL:
                 self.action_only()
 
@@ -682,4 +756,20 @@ def recent_history(logs: Path, scrollback: int) -> bytes:
 def run(socket_path: Path, stack_name: str, scrollback: int, stop_on_quit: bool) -> int:
     app = StackView(socket_path, stack_name, scrollback, stop_on_quit)
     app.run()
+    stats = os.environ.get("REVOSTACK_UI_STATS")
+    if stats:  # for the benchmarks: what the view received and kept
+        write_stats(app.output, stats)
     return app.return_code or 0
+
+
+def write_stats(output: Output, path: str) -> None:
+    import json
+
+    kept = {name: list(lines) for name, lines in output.by_name.items()}
+    with open(path, "w") as f:
+        json.dump({"received": dict(output.added), "kept": {n: len(v) for n, v in kept.items()},
+                   "tails": {n: v[-3:] for n, v in kept.items()},
+                   "seqs": {n: [m.group(1) for m in map(SEQ.search, v) if m] for n, v in kept.items()}}, f)
+
+
+SEQ = re.compile(r" n=(\d+) ")

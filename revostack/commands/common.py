@@ -59,15 +59,23 @@ def parse_concurrency(text: str | None) -> dict[str, int]:
     return out
 
 
-def make_plan(stack, names: list[str] | None = None, strategy=None, color: bool | None = None, environ=None):
-    """Plan ports and env for the selected services against the real machine, on ``environ``
-    (default: this process's environment)."""
+def plan_ports(stack, names: list[str] | None = None, strategy=None):
+    """(the selected services, each instance's port choice) against the real machine: what
+    ``ports`` shows, without the environments a full plan builds."""
     from revostack import plan as planmod
     from revostack import probe, rundir
 
     selected = stack.selection(names)
     world = probe.ProbeWorld(stack.host, rundir.RunDir(stack).ownership(running=False))
-    ports = planmod.plan_ports(stack, selected, world, strategy)
+    return selected, planmod.plan_ports(stack, selected, world, strategy)
+
+
+def make_plan(stack, names: list[str] | None = None, strategy=None, color: bool | None = None, environ=None):
+    """Plan ports and env for the selected services against the real machine, on ``environ``
+    (default: this process's environment)."""
+    from revostack import plan as planmod
+
+    selected, ports = plan_ports(stack, names, strategy)
     # a plain copy: every instance's env starts from it (os.environ decodes each key on each read)
     return planmod.build(stack, selected, ports, dict(os.environ) if environ is None else environ, color)
 

@@ -6,7 +6,7 @@ import os
 import sys
 
 from revostack.errors import EXIT_FAILED, EXIT_OK, EXIT_PORTS, UsageError
-from revostack.commands.common import display, live_ports, strategy_of, load_stack, make_plan
+from revostack.commands.common import display, live_ports, load_stack, make_plan, plan_ports, strategy_of
 
 
 def cmd_check(args) -> int:
@@ -40,6 +40,7 @@ def cmd_check(args) -> int:
     if shared:
         out += ["", "every service gets:"] + [f"  {k}={shared[k]}" for k in sorted(shared)]
     own_keys = set(stack.dotenv) | set(stack.env)
+    looked_up: dict[tuple, bool] = {}
     for inst in plan.instances:
         svc = inst.service
         port = "-" if inst.port.port is None else str(inst.port.port)
@@ -59,8 +60,11 @@ def cmd_check(args) -> int:
         program = _program(inst.cmd)
         if program and inst.index == 1:
             path_env = inst.env.get("PATH", os.environ.get("PATH", ""))
-            found = shutil.which(program, path=path_env) or (
-                "/" in program and os.access(svc.cwd / program, os.X_OK)) or _is_shell_builtin(program)
+            key = (program, path_env, svc.cwd)
+            found = looked_up.get(key)
+            if found is None:  # 200 services running "python": one look-up
+                found = looked_up[key] = bool(shutil.which(program, path=path_env) or (
+                    "/" in program and os.access(svc.cwd / program, os.X_OK)) or _is_shell_builtin(program))
             if not found:
                 warnings.append(f"warning: {svc.name}: program \"{program}\" not found on PATH or in {display(svc.cwd)}")
     print("\n".join(out))
@@ -112,19 +116,23 @@ def cmd_ports(args) -> int:
         instances = live
         is_live = True
     else:
-        plan = make_plan(stack, list(stack.services), strategy=strategy_of(args))
+        selected, ports = plan_ports(stack, list(stack.services), strategy=strategy_of(args))  # no env needed
         is_live = False
         instances = []
-        for inst in plan.instances:
-            if inst.service.port is None:
-                continue
-            instances.append({"instance": inst.name, "service": inst.service.name, "env": inst.service.port_env,
-                              "preferred": inst.port.preferred, "assigned": inst.port.port,
-                              "reason": inst.port.reason, "holder": inst.port.holder.to_json() if inst.port.holder else None})
-            if inst.service.handoff.value != "none":
-                instances[-1]["handoff"] = inst.service.handoff.value
-                if inst.service.handoff.value == "proxy":
-                    instances[-1]["private"] = None
+        for level in stack.levels(selected):
+            for sname in level:
+                svc = stack.services[sname]
+                if svc.port is None:
+                    continue
+                for name in svc.instances:
+                    choice = ports[name]
+                    instances.append({"instance": name, "service": sname, "env": svc.port_env,
+                                      "preferred": choice.preferred, "assigned": choice.port, "reason": choice.reason,
+                                      "holder": choice.holder.to_json() if choice.holder else None})
+                    if svc.handoff.value != "none":
+                        instances[-1]["handoff"] = svc.handoff.value
+                        if svc.handoff.value == "proxy":
+                            instances[-1]["private"] = None
     failed = [i for i in instances if i["assigned"] is None]
     if args.json:
         import json
