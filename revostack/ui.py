@@ -754,12 +754,27 @@ def recent_history(logs: Path, scrollback: int) -> bytes:
 
 
 def run(socket_path: Path, stack_name: str, scrollback: int, stop_on_quit: bool) -> int:
+    import signal
+
     app = StackView(socket_path, stack_name, scrollback, stop_on_quit)
+    if stop_on_quit:  # up --ui: a SIGTERM stops the stack as q does; the terminal closing too
+        signal.signal(signal.SIGTERM, lambda *_: app.call_later(app.action_quit_view))
+        signal.signal(signal.SIGHUP, lambda *_: _hung_up(socket_path))
     app.run()
     stats = os.environ.get("REVOSTACK_UI_STATS")
     if stats:  # for the benchmarks: what the view received and kept
         write_stats(app.output, stats)
     return app.return_code or 0
+
+
+def _hung_up(socket_path: Path) -> None:
+    """`up --ui` lost its terminal: stop the stack and wait for it, then leave at once (with no
+    terminal, the view's own shutdown would wait forever on its writes)."""
+    try:
+        control.request(socket_path, {"cmd": "stop", "wait": True}, then=CHANGE_TIMEOUT)
+    except (OSError, control.NoAnswer):
+        pass
+    os._exit(128 + 1)
 
 
 def write_stats(output: Output, path: str) -> None:

@@ -22,7 +22,7 @@ from benchmarks.workloads import FLOOR, HONCHO, UP, Context, Sizes, all_workload
 pytestmark = pytest.mark.timeout(120)
 
 NAMES = ["throughput", "start", "start-many", "start-sh", "chain", "shutdown", "shutdown-ignore", "idle", "cli",
-         "filechange", "scan", "handoff", "proxy", "big", "soak"]
+         "filechange", "scan", "handoff", "proxy", "big", "soak", "ui"]
 
 
 @pytest.fixture(scope="module")

@@ -364,3 +364,28 @@ def test_compact_scan_sums_up_fallbacks_as_ranges_and_names_taken_ones():
         ["", 8001, "held by pid 42 nginx (external)", ""],
         ["db", 9000, "free", "none"],
     ]
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "0.0.0.0", "127.0.0.2"])
+@pytest.mark.parametrize("listen", [True, False])
+@pytest.mark.parametrize("reuse", [True, False])
+def test_one_bind_on_the_wildcard_says_what_two_would(addr, listen, reuse):
+    """probe.is_free binds 0.0.0.0 only for an IPv4 host: a wildcard bind that succeeds must
+    imply that the host's would, whoever holds the port and how."""
+    import socket
+
+    from revostack.probe import can_bind, is_free
+
+    holder = socket.socket()
+    try:
+        if reuse:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind((addr, 0))
+        if listen:
+            holder.listen()
+        port = holder.getsockname()[1]
+        both = can_bind(port, "127.0.0.1") and can_bind(port, "0.0.0.0")
+        assert is_free(port, "127.0.0.1") == both
+        assert not (can_bind(port, "0.0.0.0") and not can_bind(port, "127.0.0.1"))
+    finally:
+        holder.close()

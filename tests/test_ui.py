@@ -83,10 +83,12 @@ restart = "no"
 @pytest.fixture
 def running(tmp_path, reaper):
     sf = stackfile(tmp_path, free_base((0, 1)))
+    text = sf.read_text()
     reaper.stacks.append(stack_id(sf))
     r = cli("up", "-d", cwd=tmp_path, env=clean_env())
     assert r.returncode in (0, 1), r.stdout + r.stderr  # crasher fails on purpose
     yield tmp_path
+    sf.write_text(text)  # a test that broke it on purpose must not keep `down` from reading it
     cli("down", cwd=tmp_path, env=clean_env(), timeout=60)
 
 
@@ -327,6 +329,13 @@ def test_up_ui_stops_the_stack_on_q(tmp_path, reaper):
         assert_nothing_left(sid)
         log = (tmp_path / ".revostack" / "logs" / "system.log").read_text()
         assert "chatty.1 stopped" in log  # the stack was stopped, not left running
+        # the terminal closing stops it too, and the view does not linger
+        t.type(f"clear; {PY} -m revostack up --ui", "Enter")
+        t.wait("chatty tick")
+        t.close()
+        wait_for(lambda: "is not running" in cli("ps", cwd=tmp_path, env=clean_env()).stdout, 60, 0.3,
+                 what="the stack stopped when its terminal closed")
+        assert_nothing_left(sid)
     finally:
         t.close()
         cli("down", cwd=tmp_path, env=clean_env(), timeout=60)
