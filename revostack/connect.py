@@ -27,6 +27,7 @@ SCREEN = 16 * 1024  # bytes of recent output kept per instance, for the screenfu
 BACKLOG = 4 * 1024 * 1024  # a client this far behind is dropped: it never slows the stack
 LEAVE = b"\x1d"  # Ctrl-], as telnet
 LINGER = 1.0  # seconds of quiet output after the end of piped input before leaving
+MAX_FRAME = 1024 * 1024  # the largest frame a client may send (a paste); more ends the connection
 ENDED = {"completed", "failed", "stopped"}
 
 
@@ -160,6 +161,8 @@ async def _read_frames(sup, st, reader, client: _Client) -> None:
     try:
         while True:
             kind, size = FRAME.unpack(await reader.readexactly(FRAME.size))
+            if size > MAX_FRAME:
+                return  # not a client of ours
             payload = await reader.readexactly(size) if size else b""
             child = st.child
             if kind == b"i":
