@@ -103,6 +103,8 @@ def expand(text: str, resolve: Callable[[Ref], str | None], *, shell: bool = Fal
     and ``$$`` are left to the shell, which sees the same environment.
     A resolver returning None leaves the reference as written.
     """
+    if "$" not in text:  # most words of most commands: nothing to replace
+        return text
 
     def sub(m: re.Match[str]) -> str:
         if m.group(1):

@@ -4,6 +4,8 @@ runs with. Pure: the world (is a port free, who holds it) is passed in.
 
 from __future__ import annotations
 
+from collections import ChainMap
+
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
@@ -315,8 +317,6 @@ def instance_env(
     files and ``env`` tables. Every instance is told every other's port, so a flat copy each
     would hold services x services entries (1,000 services: ~50 MB); spawning a child makes
     the one flat copy it needs."""
-    from collections import ChainMap
-
     if shared is None:
         shared = ports_env(stack, ports, service_ports)
     own: dict[str, str] = {}

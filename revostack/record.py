@@ -45,24 +45,33 @@ def _build(cls, frozen: bool):
         raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
     cls_name = cls.__name__
 
+    name_set = frozenset(names)
+    plain = {n: v for n, v in defaults.items() if not isinstance(v, factory)}
+    n_names = len(names)
+
     def __init__(self, *args, **kw):
-        if len(args) > len(names):
-            raise TypeError(f"{cls_name}() takes {len(names)} positional arguments but {len(args)} were given")
+        # whole-dict operations, not a loop over every field: a Service has ~25 of them and a
+        # plan of 200 services makes ~1,800 records (`revostack check` at 200: ~3 ms)
+        if len(args) > n_names:
+            raise TypeError(f"{cls_name}() takes {n_names} positional arguments but {len(args)} were given")
         d = self.__dict__
-        for n, v in zip(names, args):
-            d[n] = v
-        for n in names[len(args):]:
-            if n in kw:
-                d[n] = kw.pop(n)
-            elif n in defaults:
-                v = defaults[n]
-                d[n] = v.make() if isinstance(v, factory) else v
-            else:
-                raise TypeError(f"{cls_name}() missing argument {n!r}")
+        if args:
+            d.update(zip(names, args))
         if kw:
-            extra = next(iter(kw))
-            raise TypeError(f"{cls_name}() got {'multiple values for' if extra in names else 'an unexpected'} "
-                            f"argument {extra!r}")
+            if not kw.keys() <= name_set or (args and not kw.keys().isdisjoint(names[:len(args)])):
+                extra = next(k for k in kw if k not in name_set or k in names[:len(args)])
+                raise TypeError(f"{cls_name}() got {'multiple values for' if extra in name_set else 'an unexpected'} "
+                                f"argument {extra!r}")
+            d.update(kw)
+        if len(d) < n_names:
+            for n in names:
+                if n not in d:
+                    if n in plain:
+                        d[n] = plain[n]
+                    elif n in defaults:
+                        d[n] = defaults[n].make()
+                    else:
+                        raise TypeError(f"{cls_name}() missing argument {n!r}")
 
     def _values(self) -> tuple:
         d = self.__dict__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from revostack.errors import EXIT_FAILED, EXIT_OK, EXIT_PORTS, UsageError
@@ -77,7 +78,13 @@ def cmd_check(args) -> int:
     return EXIT_OK
 
 
+_SAFE_WORD = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+
+
 def _joined(argv) -> str:
+    """``shlex.join``, without importing shlex when no word needs quoting (the usual case)."""
+    if all(_SAFE_WORD.fullmatch(a) for a in argv):
+        return " ".join(argv)
     import shlex
 
     return shlex.join(argv)
