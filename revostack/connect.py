@@ -96,6 +96,12 @@ class Console:
         self.clients.clear()
 
 
+def service_of(name: str) -> tuple[str, int | None]:
+    """``web.2`` -> ("web", 2); ``web`` -> ("web", None)."""
+    service, dot, idx = name.rpartition(".")
+    return (service, int(idx)) if dot and service and idx.isdigit() else (name, None)
+
+
 def target(sup, name: str):
     """(the instance state, None) or (None, the error) for ``SERVICE`` or ``SERVICE.N``."""
     from revostack.errors import did_you_mean
@@ -104,15 +110,13 @@ def target(sup, name: str):
     if name in sup.instances:
         st = sup.instances[name]
     else:
-        service, dot, idx = name.rpartition(".")
-        if not (dot and idx.isdigit()):
-            service = name
+        service, index = service_of(name)
         if service not in sup.stack.services:
             return None, f'unknown service "{service}"{did_you_mean(service, sup.stack.services)}'
         mine = sorted((st for st in sup.instances.values() if st.service == service), key=lambda st: st.inst.index)
         if not mine:
             return None, f'{service} is not part of the running stack'
-        if dot and idx.isdigit():
+        if index is not None:
             return None, f"{name} is not running ({service} runs {', '.join(st.name for st in mine)})"
         st = next((s for s in mine if s.child is not None), mine[0])
     if st.child is None and st.state.value in ENDED:

@@ -175,6 +175,15 @@ def request(path: Path, msg: dict[str, Any], timeout: float = TIMEOUT, then: flo
     return reply
 
 
+def stop_and_wait(path: Path, timeout: float) -> dict[str, Any] | None:
+    """Ask the stack to stop and wait (at most ``timeout``) until it says it has: what it
+    stopped, or None when nothing answers."""
+    try:
+        return request(path, {"cmd": "stop", "wait": True}, then=timeout).get("then")
+    except (OSError, NoAnswer):
+        return None
+
+
 def _line(s, data: bytes, timeout: float) -> dict[str, Any] | None:
     import json
     import socket

@@ -86,6 +86,11 @@ class Plan:
     def ports(self) -> dict[str, PortChoice]:
         return {i.name: i.port for i in self.instances}
 
+    def ports_env(self) -> dict[str, str]:
+        """What every instance is told of the others (``NAME_PORT``, ``NAME_HOST``)."""
+        ports = self.ports
+        return ports_env(self.stack, ports, _service_ports(self.stack, ports))
+
     def with_ports(self, ports: Mapping[str, PortChoice]) -> "Plan":
         """The same plan with some instances moved: every env, cmd and health check re-resolved,
         so dependents see the new ``NAME_PORT``."""
@@ -230,16 +235,22 @@ def build(
     shared = ports_env(stack, ports, service_ports)  # the same for every instance: built once
     instances = []
     failures = []
+    for svc, inst, idx in in_order(stack, levels):
+        choice = ports.get(inst, PortChoice(None, None))
+        if svc.port is not None and choice.port is None:
+            failures.append(f"{inst}: {choice.reason or 'no port'}")
+        instances.append(_instance(stack, svc, inst, idx, choice, choice.port, ports, service_ports,
+                                   environ, color, shared))
+    return Plan(stack, tuple(instances), levels, tuple(failures), environ, color)
+
+
+def in_order(stack: Stack, levels: Iterable[Iterable[str]]) -> Iterable[tuple[Service, str, int]]:
+    """(service, instance name, index) of every instance, in start order: a plan's order."""
     for level in levels:
         for sname in level:
             svc = stack.services[sname]
             for idx, inst in enumerate(svc.instances, 1):
-                choice = ports.get(inst, PortChoice(None, None))
-                if svc.port is not None and choice.port is None:
-                    failures.append(f"{inst}: {choice.reason or 'no port'}")
-                instances.append(_instance(stack, svc, inst, idx, choice, choice.port, ports, service_ports,
-                                           environ, color, shared))
-    return Plan(stack, tuple(instances), levels, tuple(failures), environ, color)
+                yield svc, inst, idx
 
 
 def _service_ports(stack: Stack, ports: Mapping[str, PortChoice]) -> dict[str, int | None]:

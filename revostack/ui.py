@@ -31,15 +31,16 @@ from textual.strip import Strip
 from textual.widgets import Footer, Static
 
 from revostack import control
+from revostack.sink import COLORS
 
 FPS = 20  # output redraws per second at most
-PS_EVERY = float(os.environ.get("RV_PS_EVERY", "1.0"))  # seconds between two snapshots of the services
+PS_EVERY = 1.0  # seconds between two snapshots of the services
 CHANGE_TIMEOUT = 120.0
 ALL = "*"
 STATE_COLORS = {"healthy": "green", "running": "green", "completed": "blue", "starting": "yellow",
                 "waiting": "yellow", "restarting": "yellow", "unhealthy": "red", "failed": "red", "stopped": "bright_black"}
-PREFIX_COLORS = ("cyan", "yellow", "green", "magenta", "blue", "red", "bright_cyan", "bright_yellow", "bright_green",
-                 "bright_magenta", "bright_blue", "bright_red")
+# the prefixes in the colours `up` gives them: the sink's ANSI codes, as Rich names them
+PREFIX_COLORS = tuple(f"color({c - 30 if c < 90 else c - 82})" for c in COLORS)
 # terminal controls a service printed (colours, cursor moves, a lone \r, a bell): drawn, they
 # would move the view's own cursor, so they are left out of what is shown (not of what is searched)
 CONTROLS = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
@@ -114,7 +115,8 @@ class LogView(ScrollView, can_focus=False):
         self.follow = True
         self.seen_added = 0  # lines of this view at the moment the user scrolled back
         self._rows: list[str] | collections.deque[str] = output.all
-        self._colors: dict[str, str] = {}
+        self._colors: dict[str, str] = {}  # of each instance's prefix
+        self._service_colors: dict[str, str] = {}
 
     # -- what is shown ---------------------------------------------------------------------------
     def source(self) -> list[str] | collections.deque[str]:
@@ -187,6 +189,13 @@ class LogView(ScrollView, can_focus=False):
         return None if self.current is None else self.current - self.skipped
 
     # -- drawing -------------------------------------------------------------------------------------
+    def _service_color(self, name: str) -> str:
+        """One colour per service, in the order the services appear, as `up` gives them."""
+        service = name.rsplit(".", 1)[0]
+        if service not in self._service_colors:
+            self._service_colors[service] = PREFIX_COLORS[len(self._service_colors) % len(PREFIX_COLORS)]
+        return self._service_colors[service]
+
     def render_line(self, y: int) -> Strip:
         index = int(self.scroll_y) + y
         rows = self._rows
@@ -202,8 +211,7 @@ class LogView(ScrollView, can_focus=False):
             name = _name(line, bar)
             color = self._colors.get(name)
             if color is None:
-                color = "bold" if name == "system" else PREFIX_COLORS[len(self._colors) % len(PREFIX_COLORS)]
-                self._colors[name] = color
+                color = self._colors[name] = "bold" if name == "system" else self._service_color(name)
             segments.append(Segment(line[:bar + 2], Style.parse(color)))
             start = bar + 2
         body = line[start:]
@@ -328,7 +336,7 @@ class StackView(App):
         self._status_text = ""
         self._dirty = False
         self._sampler = None
-        self._table_rows: list[int] = []
+        self._line_of: list[int] = []
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -391,7 +399,7 @@ class StackView(App):
                     extra = reply["instances"].get(row["instance"], {})
                     row["last_exit"], row["last_check"] = extra.get("last_exit"), extra.get("last_check")
                 self.rows = rows
-                self._fill_table()
+                self._fill_services()
             except (OSError, control.NoAnswer, KeyError, ValueError):
                 if not self.stopping:
                     self.say("the stack does not answer")
@@ -402,7 +410,7 @@ class StackView(App):
         reply = control.request(self.socket_path, {"cmd": "ps"})
         return reply, self._sampler.sample(reply)
 
-    def _fill_table(self) -> None:
+    def _fill_services(self) -> None:
         """The services pane, from the last snapshot: a line per instance, and under a failed or
         unhealthy one a line saying why."""
         from revostack.output import human_bytes, human_duration, port_cell
@@ -419,7 +427,7 @@ class StackView(App):
             why = r.get("last_check") if r["state"] == "unhealthy" else r.get("last_exit") if bad else None
             if why:
                 lines.append((f"{r['instance']}/why", (why[:70],), "red"))
-        self._table_rows = positions
+        self._line_of = positions
         if self.rows:
             self.selected = min(self.selected, len(self.rows) - 1)
         self.query_one("#services", ServicesView).show(lines, positions[self.selected] if positions else 0)
@@ -475,8 +483,8 @@ class StackView(App):
     def action_select(self, step: int) -> None:
         if self.rows:
             self.selected = max(0, min(len(self.rows) - 1, self.selected + step))
-            self.query_one("#services", ServicesView).show(self.query_one("#services", ServicesView).lines,
-                                                           self._table_rows[self.selected])
+            pane = self.query_one("#services", ServicesView)
+            pane.show(pane.lines, self._line_of[self.selected])
             if self.log_view.view != ALL:
                 self.action_only()
 
@@ -770,10 +778,7 @@ def run(socket_path: Path, stack_name: str, scrollback: int, stop_on_quit: bool)
 def _hung_up(socket_path: Path) -> None:
     """`up --ui` lost its terminal: stop the stack and wait for it, then leave at once (with no
     terminal, the view's own shutdown would wait forever on its writes)."""
-    try:
-        control.request(socket_path, {"cmd": "stop", "wait": True}, then=CHANGE_TIMEOUT)
-    except (OSError, control.NoAnswer):
-        pass
+    control.stop_and_wait(socket_path, CHANGE_TIMEOUT)
     os._exit(128 + 1)
 
 

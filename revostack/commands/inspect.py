@@ -13,7 +13,6 @@ from revostack.commands.common import display, live_ports, load_stack, make_plan
 def cmd_check(args) -> int:
     import shutil
 
-    from revostack import plan as planmod
     from revostack.commands.honcho import honcho_files
     from revostack.plan import secret_like
 
@@ -34,10 +33,8 @@ def cmd_check(args) -> int:
     warnings = []
     # what every instance is told of the others, built once (as the plan does), not read back
     # from each instance's environment: that is services x services
-    ports = plan.ports
     environ = set(os.environ)
-    shared = {k: v for k, v in planmod.ports_env(stack, ports, planmod._service_ports(stack, ports)).items()
-              if k not in stack.env and k not in stack.dotenv and k not in environ}
+    shared = {k: v for k, v in plan.ports_env().items() if k not in stack.env and k not in stack.dotenv and k not in environ}
     if shared:
         out += ["", "every service gets:"] + [f"  {k}={shared[k]}" for k in sorted(shared)]
     own_keys = set(stack.dotenv) | set(stack.env)
@@ -123,23 +120,22 @@ def cmd_ports(args) -> int:
         instances = live
         is_live = True
     else:
+        from revostack.plan import in_order
+
         selected, ports = plan_ports(stack, list(stack.services), strategy=strategy_of(args))  # no env needed
         is_live = False
         instances = []
-        for level in stack.levels(selected):
-            for sname in level:
-                svc = stack.services[sname]
-                if svc.port is None:
-                    continue
-                for name in svc.instances:
-                    choice = ports[name]
-                    instances.append({"instance": name, "service": sname, "env": svc.port_env,
-                                      "preferred": choice.preferred, "assigned": choice.port, "reason": choice.reason,
-                                      "holder": choice.holder.to_json() if choice.holder else None})
-                    if svc.handoff.value != "none":
-                        instances[-1]["handoff"] = svc.handoff.value
-                        if svc.handoff.value == "proxy":
-                            instances[-1]["private"] = None
+        for svc, name, _ in in_order(stack, stack.levels(selected)):
+            if svc.port is None:
+                continue
+            choice = ports[name]
+            instances.append({"instance": name, "service": svc.name, "env": svc.port_env,
+                              "preferred": choice.preferred, "assigned": choice.port, "reason": choice.reason,
+                              "holder": choice.holder.to_json() if choice.holder else None})
+            if svc.handoff.value != "none":
+                instances[-1]["handoff"] = svc.handoff.value
+                if svc.handoff.value == "proxy":
+                    instances[-1]["private"] = None
     failed = [i for i in instances if i["assigned"] is None]
     if args.json:
         import json

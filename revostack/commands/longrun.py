@@ -66,13 +66,10 @@ def up_ui(args, stack) -> int:
     try:
         ui.run(rd.socket_path, stack.name, scrollback, stop_on_quit=True)
     finally:
-        if child.poll() is None:  # the view left some other way (the terminal closed): stop the stack
+        if child.poll() is None:  # the view left some other way: stop the stack
             from revostack import control
 
-            try:
-                control.request(rd.socket_path, {"cmd": "stop", "wait": True}, then=120.0)
-            except (OSError, control.NoAnswer):
-                pass
+            control.stop_and_wait(rd.socket_path, CHANGE_TIMEOUT)
         try:
             code = child.wait(timeout=150)
         except subprocess.TimeoutExpired:
@@ -194,10 +191,7 @@ def cmd_connect(args) -> int:
     from revostack.rundir import RunDir
 
     stack = load_stack(args)
-    service, dot, idx = args.instance.rpartition(".")
-    if not (dot and service and idx.isdigit()):
-        service = args.instance
-    stack.selection([service])  # an unknown name: exit 2 with a suggestion
+    stack.selection([connect.service_of(args.instance)[0]])  # an unknown name: exit 2 with a suggestion
     if ask_running(stack, {"cmd": "ping"}, f"{NOT_ANSWERING}: nothing to connect to") is None:
         raise StateError(f"stack \"{stack.name}\" is not running (start it with `revostack up -d`)")
     return connect.session(RunDir(stack).socket_path, args.instance)
