@@ -147,6 +147,8 @@ def ports_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
         reason = i.get("reason")
         row = {"instance": name, "service": i["service"], "env": i.get("env", "PORT"), "preferred": i.get("preferred"),
                "assigned": i["port"], "reason": reason, "holder": i.get("holder")}
+        if i.get("image"):
+            row["container_port"] = i.get("container_port")
         if i.get("handoff"):
             row["handoff"] = i["handoff"]
             if i["handoff"] == "proxy":

@@ -10,8 +10,11 @@ A new generation that is not ready within ``start_period`` is stopped and the ol
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sys
 import time
+from collections import ChainMap
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -70,9 +73,12 @@ async def spawn(sup, st) -> Generation:
         listen_fd = public.fileno()
     checker = None
     if inst.health is not None and inst.health.kind is HealthKind.LOG:
-        checker = Checker(inst.health, str(inst.cwd), inst.env)
+        checker = Checker(inst.health, str(inst.cwd), inst.env, inst.container is not None)
     pty = inst.service.pty
-    child = await process.spawn(procs.argv_for(inst.cmd), str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
+    argv = procs.argv_for(inst.cmd) if inst.container is None else CONTAINER_ARGV
+    if inst.container is not None:
+        env = ChainMap({"REVOSTACK_CONTAINER": container_spec(sup.stack, inst)}, env)
+    child = await process.spawn(argv, str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
                                 pty=pty, listen_fd=listen_fd, on_raw=st.console.output,
                                 winsize=st.console.winsize if pty else None)
     gen = Generation(inst, child, checker=checker)
@@ -80,6 +86,28 @@ async def spawn(sup, st) -> Generation:
         gen.backend = Backend(st.name, public.backend_host, port)
         public.add(gen.backend)
     return gen
+
+
+CONTAINER_ARGV = [sys.executable, "-m", "revostack.container"]
+CONTAINER_GRACE = 10.0  # seconds a container's helper gets beyond stop_timeout: the engine kills at stop_timeout
+
+
+def container_spec(stack, inst: Instance) -> str:
+    """What the helper (revostack.container) creates the container from, as JSON."""
+    from revostack import engine
+    from revostack.plan import container_alias
+
+    svc, run = inst.service, inst.container
+    return json.dumps({
+        "instance": inst.name, "name": engine.container_name(stack.id, inst.name), "image": svc.image,
+        "cmd": run.cmd if isinstance(run.cmd, str) else list(run.cmd), "env": dict(run.env),
+        "labels": {engine.LABEL_STACK: stack.id, engine.LABEL_INSTANCE: inst.name, engine.LABEL_SERVICE: svc.name,
+                   engine.LABEL_STACKFILE: str(stack.path.resolve())},
+        "host": stack.host, "publish": run.publish, "container_port": run.port,
+        "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in svc.volumes],
+        "network": engine.network_name(stack.id), "aliases": [svc.name, container_alias(svc.name, inst.index)],
+        "stop_signal": svc.stop_signal, "stop_timeout": svc.stop_timeout, "tty": svc.pty, "pull": svc.pull.value,
+    })
 
 
 def _feeder(sink, name: str, checker: Checker | None):
@@ -168,7 +196,8 @@ async def watch_health(sup, st) -> str:
 
 def checker_of(gen: Generation) -> Checker:
     h = gen.inst.health
-    return gen.checker if gen.checker is not None else Checker(h, str(gen.inst.cwd), gen.inst.env)
+    return gen.checker if gen.checker is not None else Checker(h, str(gen.inst.cwd), gen.inst.env,
+                                                               gen.inst.container is not None)
 
 
 async def takeover(sup, st, why: str) -> bool:
@@ -289,13 +318,15 @@ async def stop(sup, st, gen: Generation, quiet: bool = False, signalled: bool = 
             sup.sink.system(f"sending {svc.stop_signal} to {st.name} (pid {gen.pid})")
         if not signalled:
             procs.signal_group(pgid, svc.signal_number)
-        if not await sup.wait_group(pgid, svc.stop_timeout):
+        grace = CONTAINER_GRACE if svc.image is not None else 0.0
+        if not await sup.wait_group(pgid, svc.stop_timeout + grace):
             procs.signal_group(pgid, signal.SIGKILL)
             if sup.stopping:
                 sup.forced.append(st.name)
             sup.sink.system(f"{st.name} killed at once (second Ctrl-C)" if sup.kill_now.is_set()
                             else f"{st.name} did not stop within {svc.stop_timeout:g}s: killed")
             await sup.wait_group(pgid, 5.0, allow_kill_now=False)
+    code = None
     try:
         async with asyncio.timeout(2.0):
             code = await gen.child.wait()
@@ -303,6 +334,7 @@ async def stop(sup, st, gen: Generation, quiet: bool = False, signalled: bool = 
         return None
     finally:
         gen.child.close()
+        sup.container_gone(st, gen.pid, code)
     return code
 
 

@@ -46,6 +46,36 @@ async def _tcp(target: str, timeout: float) -> tuple[bool, str]:
     return False, f"tcp {target}: {why}"
 
 
+SETTLE = 0.3  # seconds a connection through a container's published port must stay open
+
+
+async def _tcp_published(target: str, timeout: float) -> tuple[bool, str]:
+    """A TCP check through a port the engine publishes: its proxy accepts every connection at
+    once and closes it when nothing listens inside the container yet, so a connect alone proves
+    nothing. Ready when the connection stays open (or the server speaks first)."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, int(port))
+    except (OSError, ValueError, asyncio.TimeoutError) as e:
+        return False, f"tcp {target}: {_why(e)}"
+    try:
+        try:
+            data = await asyncio.wait_for(reader.read(1), min(SETTLE, timeout))
+        except asyncio.TimeoutError:
+            return True, f"tcp {target}: connected"
+        except OSError as e:
+            return False, f"tcp {target}: {_why(e)} (nothing listens inside the container yet)"
+        if data:
+            return True, f"tcp {target}: connected"
+        return False, f"tcp {target}: closed at once (nothing listens inside the container yet)"
+    finally:
+        writer.close()
+
+
 def _connect(family: int, addr: tuple) -> tuple[socket.socket | None, str | None]:
     """Start a connection: (None, None) made, (None, why) refused, (the socket, None) pending."""
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -171,8 +201,9 @@ def _why(e: BaseException) -> str:
 class Checker:
     """One instance's check. ``log`` checks are fed the output by the sink."""
 
-    def __init__(self, health: Health, cwd: str, env: Mapping[str, str]):
+    def __init__(self, health: Health, cwd: str, env: Mapping[str, str], published: bool = False):
         self.health = health
+        self.published = published  # its port is a container's, published by the engine
         self.cwd = cwd
         self.env = env
         self.seen = False
@@ -185,7 +216,7 @@ class Checker:
     async def check(self) -> tuple[bool, str]:
         h = self.health
         if h.kind is HealthKind.TCP:
-            return await _tcp(h.target, h.timeout)
+            return await (_tcp_published if self.published else _tcp)(h.target, h.timeout)
         if h.kind is HealthKind.HTTP:
             return await _http(h.target, h.timeout)
         if h.kind is HealthKind.CMD:

@@ -25,15 +25,21 @@ class Holder:
     cls: str = "unknown"  # ours-running | ours-stale | external | unknown
     create_time: float | None = None
     same_user: bool = False
-    protected: bool = False  # pid 1, revostack itself or an ancestor: never stopped
+    protected: bool = False  # pid 1, revostack itself or an ancestor, a container's proxy: never signalled
+    container: Mapping[str, str] | None = None  # a port a container publishes: {"id", "name", "image"}
 
     def describe(self) -> str:
+        if self.container:
+            return f"container {self.container['name']} ({self.container['image']}; {self.cls})"
         if self.pid is None:
             return "an unknown process"
         return f"pid {self.pid} {self.name or '?'} ({self.cls})"
 
     def to_json(self) -> dict:
-        return {"pid": self.pid, "user": self.user, "name": self.name, "cmdline": self.cmdline, "class": self.cls}
+        out = {"pid": self.pid, "user": self.user, "name": self.name, "cmdline": self.cmdline, "class": self.cls}
+        if self.container:
+            out["container"] = dict(self.container)
+        return out
 
 
 class PortWorld(Protocol):
@@ -59,6 +65,20 @@ class PortChoice:
 
 
 @record
+class ContainerRun:
+    """What a container instance runs with, as seen from inside it (docs/containers.md)."""
+
+    env: Mapping[str, str]  # its environment: without the orchestrator's own
+    cmd: str | tuple[str, ...]  # () runs the image's own command
+    publish: int | None  # the host port published (the private one behind a proxy)
+    port: int | None  # container_port
+
+
+DOCKER_HOST_GATEWAY = "host.docker.internal"
+INSIDE_HOST = "0.0.0.0"  # ${host} inside a container: every interface, so the published port reaches it
+
+
+@record
 class Instance:
     name: str  # "backend.1"
     service: Service
@@ -67,6 +87,7 @@ class Instance:
     env: Mapping[str, str] = factory(dict)
     cmd: str | tuple[str, ...] = ""
     health: Health | None = None
+    container: ContainerRun | None = None  # with ``image``
 
     @property
     def cwd(self) -> Path:
@@ -268,8 +289,87 @@ def _instance(stack: Stack, svc: Service, name: str, idx: int, choice: PortChoic
     """One instance resolved with ``own_port`` as its ``PORT`` and ``${port}`` (its private port
     behind a proxy; otherwise the planned one)."""
     env = instance_env(stack, svc, name, own_port, ports, service_ports, environ, color, shared)
+    if svc.image is not None:
+        return Instance(name, svc, idx, choice, env, (), resolve_health(stack, svc, own_port, service_ports, env),
+                        container_run(stack, svc, name, own_port, ports, service_ports, environ, color))
     return Instance(name, svc, idx, choice, env, resolve_cmd(stack, svc, own_port, service_ports, env),
                     resolve_health(stack, svc, own_port, service_ports, env))
+
+
+def inside_ports_env(stack: Stack, ports: Mapping[str, PortChoice],
+                     service_ports: Mapping[str, int | None]) -> tuple[dict[str, str], dict[str, int | None], dict[str, str]]:
+    """What a container is told of the other services: a container by its name on the stack's
+    network and its ``container_port``, a process through the host gateway and its port.
+    -> (NAME_PORT/NAME_HOST variables, each service's port, each service's host)"""
+    out: dict[str, str] = {}
+    sports: dict[str, int | None] = {}
+    shosts: dict[str, str] = {}
+    for other in stack.services.values():
+        if other.image is not None:
+            sports[other.name], shosts[other.name] = other.container_port, other.name
+        else:
+            sports[other.name], shosts[other.name] = service_ports.get(other.name), DOCKER_HOST_GATEWAY
+        if other.port is None or sports[other.name] is None:
+            continue
+        pre = env_prefix(other.name)
+        out[f"{pre}_PORT"], out[f"{pre}_HOST"] = str(sports[other.name]), shosts[other.name]
+        if other.scale > 1:
+            for i, oi in enumerate(other.instances, 1):
+                c = ports.get(oi)
+                if other.image is not None:
+                    out[f"{env_prefix(oi)}_PORT"], out[f"{env_prefix(oi)}_HOST"] = str(other.container_port), \
+                        container_alias(other.name, i)
+                elif c is not None and c.port is not None:
+                    out[f"{env_prefix(oi)}_PORT"], out[f"{env_prefix(oi)}_HOST"] = str(c.port), DOCKER_HOST_GATEWAY
+    return out, sports, shosts
+
+
+def container_alias(service: str, index: int) -> str:
+    """An instance's own name on the stack's network (every instance also answers to the service's)."""
+    return f"{service}-{index}"
+
+
+def container_run(stack: Stack, svc: Service, name: str, publish: int | None, ports: Mapping[str, PortChoice],
+                  service_ports: Mapping[str, int | None], environ: Mapping[str, str],
+                  color: bool | None) -> ContainerRun:
+    """A container instance's environment and command as seen from inside it: ``PORT`` is
+    ``container_port``, ``${host}`` 0.0.0.0, other services as ``inside_ports_env`` says. The
+    orchestrator's own environment is not passed in (an image has its own ``PATH``, ``HOME``...);
+    ``$VAR`` in a value may still read it."""
+    shared, sports, shosts = inside_ports_env(stack, ports, service_ports)
+    own: dict[str, str] = {}
+    if svc.container_port is not None:
+        own[svc.port_env] = str(svc.container_port)
+    own["REVOSTACK_SERVICE"] = name  # no REVOSTACK_STACK: the container's labels prove it ours, and a
+    base: dict[str, str] = {}  # marker inside would let host-side sweeps signal its processes past the engine
+    inside = ChainMap(own, shared, base)
+    lookup = ChainMap(own, shared, base, environ)
+    inside_stack = replace(stack, host=INSIDE_HOST)
+
+    def resolve(ref: interp.Ref) -> str | None:
+        if ref.is_stack_ref and ref.service:
+            if ref.attr == "host":
+                return shosts.get(ref.service)
+            p = sports.get(ref.service)
+            return None if p is None else str(p)
+        return _resolver(inside_stack, svc, svc.container_port, sports, lookup)(ref)
+
+    for layer, interpolate in ((stack.dotenv, False), (stack.env, True), (svc.dotenv, False), (svc.env, True)):
+        for key, value in layer.items():
+            base[key] = interp.expand(value, resolve) if interpolate else value
+    if "PYTHONUNBUFFERED" not in inside:
+        base["PYTHONUNBUFFERED"] = "1"
+    if color is True:
+        for key in ("FORCE_COLOR", "CLICOLOR_FORCE"):
+            if key not in inside:
+                base[key] = "1"
+    elif color is False:
+        own["NO_COLOR"] = "1"
+    if isinstance(svc.cmd, str):
+        cmd: str | tuple[str, ...] = interp.expand(svc.cmd, resolve, shell=True)
+    else:
+        cmd = tuple(interp.expand(a, resolve) for a in svc.cmd)
+    return ContainerRun(dict(inside), cmd, publish, svc.container_port)
 
 
 def _resolver(stack: Stack, svc: Service | None, port: int | None, service_ports: Mapping[str, int | None],

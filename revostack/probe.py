@@ -171,7 +171,35 @@ class ProbeWorld:
         entries = self._listeners.get(port, [])
         pids = [pid for ip, pid in entries if conflicts(ip, self.host)] or [pid for _, pid in entries]
         pid = next((p for p in pids if p is not None), None)
-        return describe(pid, self.ownership)
+        holder = describe(pid, self.ownership)
+        return container_holder(holder, port, self.ownership)
+
+
+_engine: list = []  # a Docker client once one was asked for (or None: no engine answers)
+
+
+def container_holder(holder: Holder, port: int, ownership: Ownership | None) -> Holder:
+    """A port held by the engine's proxy is held by a container: the holder is that container
+    (name, image; ours only by this stack's label), and it is never signalled, only ever removed
+    through the engine by whoever owns it."""
+    from revostack import engine
+    from revostack.record import replace
+
+    if holder.name not in engine.PROXY_NAMES:
+        return holder
+    if not _engine:
+        try:
+            _engine.append(engine.connect(timeout=2.0))
+        except engine.Unavailable:
+            _engine.append(None)
+    found = engine.by_published_port(_engine[0], port) if _engine[0] is not None else None
+    if found is None:
+        return replace(holder, protected=True)
+    cls = "external"
+    if ownership is not None and found["labels"].get(engine.LABEL_STACK) == ownership.stack_id:
+        cls = "ours-running" if ownership.running else "ours-stale"
+    return replace(holder, cls=cls, protected=True,
+                   container={"id": found["id"], "name": found["name"], "image": found["image"]})
 
 
 def may_signal(pid: int, create_time: float | None, ownership: Ownership | None) -> bool:

@@ -11,13 +11,15 @@ from revostack.supervisor import Options, Supervisor
 
 
 async def up(plan: Plan, rundir, *, color: bool, timestamps: bool = True, abort_on_exit: bool = False,
-             watch: bool = True, dashboard: bool = False, reservations=None, strategy=None, detached: bool = False) -> int:
+             watch: bool = True, dashboard: bool = False, reservations=None, strategy=None, detached: bool = False,
+             unavailable: dict[str, str] | None = None) -> int:
     rundir.ensure()
     too_few = procs.ensure_open_files(len(plan.instances))
     sink = Sink(sys.stdout.buffer, color=color, timestamps=timestamps, log_dir=rundir.logs,
                 echo=not (dashboard or detached))  # detached: output only to the log files
     sup = Supervisor(plan, sink, rundir, Options(abort_on_exit=abort_on_exit, watch=watch, strategy=strategy,
-                                                 detached=detached), reservations=reservations)
+                                                 detached=detached), reservations=reservations,
+                     unavailable=unavailable)
     announce_moves(sink, plan)
     if too_few:
         sink.system(too_few)

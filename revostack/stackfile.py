@@ -51,6 +51,12 @@ class Handoff(str, Enum):
     SOCKET = "socket"  # revostack binds the public port and passes it as fd 3 (socket activation)
 
 
+class Pull(str, Enum):
+    MISSING = "missing"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 class HealthKind(str, Enum):
     HTTP = "http"
     TCP = "tcp"
@@ -73,6 +79,19 @@ class Health:
 class Dependency:
     name: str
     condition: Condition
+
+
+@record
+class Volume:
+    """``SRC:DST[:ro]``: a host path (absolute here) or a named volume, mounted at ``target``."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    host_path: bool = True
+
+    def spec(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
 
 
 @record
@@ -99,6 +118,10 @@ class Service:
     pty: bool = False
     handoff: Handoff = Handoff.NONE
     drain_timeout: float = 10.0
+    image: str | None = None  # a container of this image instead of a process
+    container_port: int | None = None  # where the program listens inside the container
+    volumes: tuple[Volume, ...] = ()
+    pull: Pull = Pull.MISSING
 
     @property
     def instances(self) -> list[str]:
@@ -160,8 +183,11 @@ STACK_KEYS = {"name", "env_file", "host", "strategy", "stop_timeout", "restart",
 SERVICE_KEYS = {
     "cmd", "cwd", "env", "env_file", "port", "fallback", "port_env", "depends_on", "health",
     "restart", "max_restarts", "backoff", "watch", "watch_ignore", "stop_signal", "stop_timeout",
-    "scale", "autostart", "pty", "handoff", "drain_timeout",
+    "scale", "autostart", "pty", "handoff", "drain_timeout", "image", "container_port", "volumes", "pull",
 }
+CONTAINER_KEYS = ("container_port", "volumes", "pull")
+VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+IMAGE_RE = re.compile(r"[^\s]+")
 HEALTH_KEYS = {"http", "tcp", "cmd", "log", "interval", "timeout", "retries", "start_period"}
 TOP_KEYS = {"stack", "env", "services"}
 SIGNALS = {n for n in dir(_signal) if n.startswith("SIG") and not n.startswith("SIG_")}
@@ -532,7 +558,13 @@ class _Loader:
         ok = True
         cmd_raw = t.get("cmd")
         cmd: str | tuple[str, ...] | None = None
-        if cmd_raw is None:
+        image = self.get(t, "image", sp, (str,), "a string")
+        if image is not None and not IMAGE_RE.fullmatch(image):
+            self.err(sp + ("image",), "must be an image reference such as \"postgres:16\" (no spaces, not empty)")
+            ok = False
+        if cmd_raw is None and image is not None:
+            cmd = ()  # the image's own command
+        elif cmd_raw is None:
             self.err(sp, "missing required key \"cmd\"")
             ok = False
         elif isinstance(cmd_raw, str):
@@ -587,8 +619,9 @@ class _Loader:
         drain_timeout = self.number(t, "drain_timeout", sp)
         if handoff is None:  # the stack's default applies to the services that can have one
             handoff = defaults.get("handoff", Handoff.NONE) if port else Handoff.NONE
-        if handoff is not Handoff.NONE:
+        if handoff is not Handoff.NONE and not (image is not None and handoff is Handoff.SOCKET):
             self.check_handoff(handoff, port, health, sp, t)
+        container_port, volumes, pull = self.container(t, sp, root, image, port, handoff)
         if not ok or cmd is None:
             return None
         return Service(
@@ -600,7 +633,66 @@ class _Loader:
             stop_timeout=stack_stop_timeout if stop_timeout is None else float(stop_timeout),
             scale=scale or 1, autostart=True if autostart is None else autostart, pty=bool(pty),
             handoff=handoff, drain_timeout=10.0 if drain_timeout is None else float(drain_timeout),
+            image=image, container_port=container_port, volumes=volumes, pull=pull,
         )
+
+    def container(self, t, sp, root: Path, image: str | None, port: int | None, handoff: Handoff):
+        """The container keys: (container_port, volumes, pull), each checked."""
+        if image is None:
+            for key in CONTAINER_KEYS:
+                if key in t:
+                    self.err(sp + (key,), f'"{key}" is for containers: add image = "..." or remove it')
+            return None, (), Pull.MISSING
+        if handoff is Handoff.SOCKET:
+            self.err(sp + ("handoff",), 'handoff = "socket" cannot pass a listening socket into a container: '
+                     'use handoff = "proxy" (each generation publishes its own private port)')
+        cport = self.get(t, "container_port", sp, (int,), "an integer")
+        if cport is not None and not 1 <= cport <= 65535:
+            self.err(sp + ("container_port",), f"{cport} is outside 1-65535")
+            cport = None
+        if cport is not None and port is None:
+            self.err(sp + ("container_port",), "there is no port to publish it on: add port = N (0: any free port)")
+        if cport is None and port == 0 and "container_port" not in t:
+            self.err(sp + ("port",), "port = 0 publishes on any free port, but the port inside is unknown: "
+                     "add container_port = N")
+        cport = cport if cport is not None else (port or None)
+        pull = self.enum(t, "pull", sp, Pull) or Pull.MISSING
+        volumes: list[Volume] = []
+        raw = self.string_list(t, "volumes", sp) or ()
+        for i, spec in enumerate(raw):
+            vol = self.volume(spec, sp + ("volumes",), root)
+            if vol is not None:
+                volumes.append(vol)
+        return cport, tuple(volumes), pull
+
+    def volume(self, spec: str, path, root: Path) -> Volume | None:
+        parts = spec.split(":")
+        mode = None
+        if len(parts) == 3:
+            parts, mode = parts[:2], parts[2]
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            self.err(path, f'volume "{spec}": use "SRC:DST" or "SRC:DST:ro"', needle=spec)
+            return None
+        src, dst = parts
+        if mode not in (None, "ro", "rw"):
+            self.err(path, f'volume "{spec}": the mode must be ro or rw, not "{mode}"' + did_you_mean(mode, ["ro", "rw"]),
+                     needle=spec)
+            return None
+        if not dst.startswith("/"):
+            self.err(path, f'volume "{spec}": the path inside the container must be absolute, not "{dst}"', needle=spec)
+            return None
+        if src.startswith((".", "/", "~")):
+            host = Path(os.path.expanduser(src))
+            host = host if host.is_absolute() else (root / host)
+            if not host.exists():
+                self.err(path, f'volume "{spec}": "{src}" does not exist', needle=spec)
+                return None
+            return Volume(str(host.resolve()), dst, mode == "ro", True)
+        if not VOLUME_NAME_RE.fullmatch(src):
+            self.err(path, f'volume "{spec}": "{src}" is neither a path (start it with ./ or /) nor a volume name',
+                     needle=spec)
+            return None
+        return Volume(src, dst, mode == "ro", False)
 
     def check_handoff(self, handoff: Handoff, port: int | None, health: Health | None, sp, t) -> None:
         """A handoff needs a port; a socket service needs a check its new generation passes by itself."""

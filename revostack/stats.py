@@ -100,7 +100,8 @@ class Sampler:
         procs = table() if running else {}
         now = time.monotonic()
         usage: dict[str, tuple[float, int]] = {}
-        for (name, i), tree in zip(running, trees(procs, [(i["pid"], i.get("pgid")) for _, i in running])):
+        roots = [(i["container_pid"], None) if i.get("container_pid") else (i["pid"], i.get("pgid")) for _, i in running]
+        for (name, i), tree in zip(running, trees(procs, roots)):
             if tree:
                 usage[name] = (sum(procs[p].cpu for p in tree), sum(procs[p].rss for p in tree))
         out = []
@@ -118,7 +119,7 @@ class Sampler:
                 "instance": name,
                 "service": i.get("service"),
                 "state": i.get("state"),
-                "pid": i.get("pid"),
+                "pid": i.get("container_pid") or i.get("pid"),
                 "port": i.get("port"),
                 "health": i.get("health"),
                 "restarts": i.get("restarts", 0),
@@ -126,6 +127,7 @@ class Sampler:
                 "cpu_percent": cpu_pct,
                 "memory_bytes": mem,
                 **{k: i.get(k) for k in ("handoff", "private_port", "connections") if "handoff" in i},
+                **{k: i.get(k) for k in ("image", "container") if "image" in i},
             })
         return out
 

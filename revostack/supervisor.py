@@ -51,6 +51,7 @@ class InstanceState:
     stopped_by_us: bool = False  # the current exit was asked for (stop, restart, unhealthy)
     held: bool = False  # stopped by `revostack stop`: stays stopped until `restart`
     console: Console = field(default_factory=Console)  # its output and input for `revostack connect`
+    container: dict | None = None  # with ``image``: the serving generation's container (id, name, pid)
 
     @property
     def child(self) -> process.Child | None:
@@ -74,8 +75,10 @@ class Options:
 
 
 class Supervisor:
-    def __init__(self, plan: Plan, sink: Sink, rundir=None, options: Options | None = None, reservations=None):
+    def __init__(self, plan: Plan, sink: Sink, rundir=None, options: Options | None = None, reservations=None,
+                 unavailable: dict[str, str] | None = None):
         self.plan = plan
+        self.unavailable = dict(unavailable or {})  # services that cannot start, with why (an image not had)
         self.reservations = reservations
         self.stack = plan.stack
         self.sink = sink
@@ -100,6 +103,7 @@ class Supervisor:
         self.stopped = asyncio.Event()  # the shutdown is over (what `down` waits for)
         self._stop_waiters: set[asyncio.Task] = set()
         self._trim_scheduled = False
+        self._engine = None  # a Docker client, made when a container service needs one
 
     def _state_for(self, inst: Instance) -> InstanceState:
         svc = inst.service
@@ -310,6 +314,8 @@ class Supervisor:
         if self.reservations is not None and inst.service.handoff is Handoff.NONE:
             self.reservations.release(st.port)
         try:
+            if st.service in self.unavailable:
+                raise OSError(self.unavailable[st.service])
             st.gen = await generations.spawn(self, st)
         except OSError as e:
             self.sink.system(f"{st.name} could not start: {procs.why_not_started(e)}")
@@ -330,6 +336,9 @@ class Supervisor:
         if st.gen.backend is not None and st.gen.backend.port is not None:
             port += f" via private port {st.gen.backend.port}"
         self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
+        if inst.service.image is not None:
+            st.container = None
+            asyncio.ensure_future(self.find_container(st, st.child.pid))
         st.console.notice(f"{st.name} started (pid {st.child.pid})")
         st.started.set()
         self.save_state()
@@ -384,6 +393,8 @@ class Supervisor:
         return "unhealthy", None
 
     def _exited(self, st: InstanceState, code: int) -> None:
+        if st.gen is not None:
+            self.container_gone(st, st.gen.pid, code)
         st.returncode = code
         if not st.draining:
             self.sink.end(st.name)
@@ -448,6 +459,8 @@ class Supervisor:
         for pp in self.public.values():
             pp.close()
         await self.sweep()
+        if any(s.image is not None for s in self.stack.services.values()):
+            await self.clean_containers()
         if self.reservations is not None:
             self.reservations.release_all()
         self.sink.close()
@@ -467,6 +480,62 @@ class Supervisor:
             if not any(procs.is_alive(pid) for pid, _ in leftovers):
                 break
             await asyncio.sleep(0.01)
+
+    # -- containers ----------------------------------------------------------------------------
+    def container_gone(self, st: InstanceState, helper: int, code: int | None) -> None:
+        """A container's helper that was killed cannot remove its container: remove it by label."""
+        if st.inst.service.image is None or (code is not None and code >= 0):
+            return
+        from revostack import engine
+
+        def clean() -> None:
+            try:
+                engine.clean(engine.connect(), self.stack.id, keep_network=True,
+                             only=lambda c: (c.get("Labels") or {}).get(engine.LABEL_HELPER) == str(helper))
+            except Exception:
+                pass  # at the latest, the shutdown removes every container of the stack
+
+        self.loop.run_in_executor(None, clean)
+
+    async def find_container(self, st: InstanceState, helper: int) -> None:
+        """Which container a helper runs (for ps: its id, and its main process as the host sees it)."""
+        from revostack import engine
+
+        def look() -> dict | None:
+            if self._engine is None:
+                self._engine = engine.connect()
+            for entry in engine.describe_containers(self._engine, self.stack.id).get(st.name, []):
+                if entry["helper"] == helper and entry["pid"]:
+                    return entry
+            return None
+
+        delay = 0.05
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and st.child is not None and st.child.pid == helper:
+            try:
+                found = await asyncio.to_thread(look)
+            except Exception:
+                found = None
+            if found is not None:
+                if st.child is not None and st.child.pid == helper:
+                    st.container = found
+                    self.save_state()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def clean_containers(self) -> None:
+        """At the end: no container of this stack is left, and its network goes too."""
+        from revostack import engine
+
+        def clean() -> list[str]:
+            return engine.clean(engine.connect(), self.stack.id)
+
+        try:
+            for name in await asyncio.to_thread(clean):
+                self.sink.system(f"removed container {name}, left behind by the stack")
+        except Exception as e:
+            self.sink.system(f"could not remove the stack's containers: {e}")
 
     # -- requests from the control socket ------------------------------------------------------
     def restart(self, names: Iterable[str], deps: bool = False, reason: str = "requested") -> list[str]:
@@ -520,10 +589,19 @@ class Supervisor:
                     "last_exit": None if st.returncode is None else policy.describe_exit(st.returncode),
                     "last_check": st.last_check,
                     **self._handoff_fields(st),
+                    **self._container_fields(st),
                 }
                 for st in self.instances.values()
             },
         }
+
+    def _container_fields(self, st: InstanceState) -> dict:
+        svc = st.inst.service
+        if svc.image is None:
+            return {}
+        c = st.container if st.child is not None else None
+        return {"image": svc.image, "container_port": svc.container_port, "container": c["id"] if c else None,
+                "container_name": c["name"] if c else None, "container_pid": c["pid"] if c else None}
 
     def _handoff_fields(self, st: InstanceState) -> dict:
         public = self.public.get(st.service)

@@ -54,7 +54,12 @@ SERVICE_WRONG = {
     "pty": ("1", "must be a boolean, not an integer"),
     "handoff": ("true", "must be a string, not a boolean"),
     "drain_timeout": ('"5s"', "must be a number, not a string"),
+    "image": ("3", "must be a string, not an integer"),
+    "container_port": ('"80"', "must be an integer, not a string"),
+    "volumes": ('"./x:/y"', 'must be an array of strings, not a string: use ["./x:/y"]'),
+    "pull": ("true", "must be a string, not a boolean"),
 }
+CONTAINER_ONLY = {"container_port", "volumes", "pull"}  # checked on a service with an image
 STACK_WRONG = {
     "name": ("1", "must be a string, not an integer"),
     "env_file": ("3", "must be a string or an array of strings, not an integer"),
@@ -88,6 +93,8 @@ def test_every_key_is_covered():
 def test_wrong_type_service_key(here, key):
     value, message = SERVICE_WRONG[key]
     base = BASE.replace(f"{key} = ", "#") if key in ("cmd", "port") else BASE
+    if key in CONTAINER_ONLY:
+        base += 'image = "busybox"\n'
     found = problems_of(here, base + f"{key} = {value}\n")
     assert len(found) == 1, found
     assert LOCATED.match(found[0]) and f"services.web.{key}: {message}" in found[0], found

@@ -132,6 +132,8 @@ def cmd_ports(args) -> int:
             instances.append({"instance": name, "service": svc.name, "env": svc.port_env,
                               "preferred": choice.preferred, "assigned": choice.port, "reason": choice.reason,
                               "holder": choice.holder.to_json() if choice.holder else None})
+            if svc.image is not None:
+                instances[-1]["container_port"] = svc.container_port
             if svc.handoff.value != "none":
                 instances[-1]["handoff"] = svc.handoff.value
                 if svc.handoff.value == "proxy":
@@ -229,7 +231,7 @@ def cmd_scan(args) -> int:
         shown = [r for r in rows if r["status"] == "held" or not args.range]
         print(output.table(["port", "service", "role", "status", "pid", "user", "name", "class", "command"], [
             [r["port"], r["service"] or "-", r["role"], r["status"],
-             *((r["holder"]["pid"] or "?", r["holder"]["user"] or "?", r["holder"]["name"] or "?", r["holder"]["class"],
+             *((r["holder"]["pid"] or "?", r["holder"]["user"] or "?", _holder_name(r["holder"]), r["holder"]["class"],
                 _short(r["holder"]["cmdline"])) if r["holder"] else ("", "", "", "", ""))] for r in shown]))
         if args.range:
             free = sum(1 for r in rows if r["status"] == "free")
@@ -298,7 +300,15 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
+def _holder_name(h: dict) -> str:
+    c = h.get("container")
+    return f"container {c.get('name')} ({c.get('image')})" if isinstance(c, dict) else (h.get("name") or "?")
+
+
 def _holder_text(h) -> str:
     if not isinstance(h, dict):
         return "-"
+    c = h.get("container")
+    if isinstance(c, dict):
+        return f"container {c.get('name')} ({c.get('image')})"
     return f"pid {h.get('pid')} {h.get('name') or ''}".strip()

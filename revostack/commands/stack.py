@@ -16,6 +16,10 @@ def cmd_up(args) -> int:
     stack = load_stack(args)
     if args.dashboard and not sys.stdout.isatty():
         raise UsageError("--dashboard needs a terminal")
+    detached = os.environ.get("REVOSTACK_DETACHED") == "1"  # the supervisor `up -d` started
+    if not detached and any(s.image is not None for s in stack.services.values()):
+        # before anything starts (and before `up -d` leaves the terminal): an engine, and the images
+        prepare_containers(stack, stack.selection(list(args.services) or None), clean_stale=False)
     if args.ui:
         if args.detach or args.dashboard:
             raise UsageError("--ui does not go with --detach or --dashboard")
@@ -39,6 +43,7 @@ def cmd_up(args) -> int:
 
         say = lambda text: print(f"revostack: {text}", file=sys.stderr)  # noqa: E731
         conflicts.reclaim_leftovers(stack, rd, strategy, say)
+        unavailable = prepare_containers(stack, selected, clean_stale=True, say=say)
         from revostack import plan as planmod
 
         world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
@@ -57,9 +62,25 @@ def cmd_up(args) -> int:
         return run_async(runtime.up(plan, rd, color=output.color_enabled(sys.stdout, args.no_color),
                                       timestamps=args.timestamps, abort_on_exit=args.abort_on_exit,
                                       watch=not args.no_watch, dashboard=args.dashboard, reservations=reservations,
-                                      strategy=strategy, detached=detached))
+                                      strategy=strategy, detached=detached, unavailable=unavailable))
     finally:
         rd.release()
+
+
+def prepare_containers(stack, selected, clean_stale: bool, say=None) -> dict[str, str]:
+    """The engine's part of starting a stack with containers (nothing for a stack without):
+    {service: why it cannot start}; no engine is a usage error (exit 2) before anything starts."""
+    if not any(stack.services[n].image is not None for n in selected):
+        return {}
+    from revostack import engine
+
+    say = say or (lambda text: print(f"revostack: {text}", file=sys.stderr))
+    try:
+        return engine.prepare(stack, selected, say, clean_stale, interactive=sys.stderr.isatty())
+    except engine.Unavailable as e:
+        raise UsageError(str(e)) from None
+    except Exception as e:  # the engine refused something (a network, a label filter)
+        raise UsageError(f"the Docker engine refused: {engine.reason(e)}") from None
 
 
 def down_summary(name: str, pid, insts: dict, reply: dict, verbose: bool) -> list[str]:
@@ -127,14 +148,34 @@ def cmd_down(args) -> int:
     found, notes = probe.leftovers(rd.ownership(running=False))
     for n in notes:
         print(n)
-    if not found:
-        if not stopped_up:
-            print(f"stack \"{stack.name}\" is not running; nothing to stop")
-        rd.clear_state()
-        return EXIT_OK
-    results = dict(probe.terminate([p.pid for p in found], signal.SIGTERM, stack.stop_timeout))
-    for p in found:
-        if p.pid in results:
-            print(f"stopped pid {p.pid} ({p.name}; {p.why})" + (" after SIGKILL" if results[p.pid] else ""))
+    if found:
+        results = dict(probe.terminate([p.pid for p in found], signal.SIGTERM, stack.stop_timeout))
+        for p in found:
+            if p.pid in results:
+                print(f"stopped pid {p.pid} ({p.name}; {p.why})" + (" after SIGKILL" if results[p.pid] else ""))
+    removed = _clean_containers(stack)
+    if not found and not removed and not stopped_up:
+        print(f"stack \"{stack.name}\" is not running; nothing to stop")
     rd.clear_state()
     return EXIT_OK
+
+
+def _clean_containers(stack) -> bool:
+    """After a dead `up`: its containers (by this stack's label, nothing else) and its network.
+    True when something was removed."""
+    if not any(s.image is not None for s in stack.services.values()):
+        return False
+    from revostack import engine
+
+    try:
+        client = engine.connect()
+        names = engine.clean(client, stack.id)
+    except engine.Unavailable as e:
+        print(f"revostack: could not look for the stack's containers: {e}", file=sys.stderr)
+        return False
+    except Exception as e:
+        print(f"revostack: could not remove the stack's containers: {engine.reason(e)}", file=sys.stderr)
+        return False
+    for name in names:
+        print(f"removed container {name} (left from an earlier run)")
+    return bool(names)
