@@ -253,3 +253,73 @@ def _resize(api, cid: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def exec_in(cid: str, command: list[str]) -> int:
+    """``revostack run -s SERVICE -- CMD`` on a container service: CMD inside its running
+    container (as ``docker exec``), with this terminal when there is one; its exit code."""
+    from revostack import engine
+
+    client = engine.connect()
+    api = client.api
+    tty = os.isatty(0) and os.isatty(1)
+    try:
+        ex = api.exec_create(cid, command, stdin=True, tty=tty)
+        stream = api.exec_start(ex["Id"], tty=tty, socket=True)
+    except Exception as e:
+        say(f"run: {engine.reason(e)}")
+        return EXIT_ENGINE
+    sock = getattr(stream, "_sock", stream)
+    saved = None
+    if tty:
+        import termios
+        import tty as ttymod
+
+        saved = termios.tcgetattr(0)
+        ttymod.setraw(0)
+        try:
+            rows, cols = struct.unpack("HHHH", __import__("fcntl").ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+            api.exec_resize(ex["Id"], height=rows, width=cols)
+        except Exception:
+            pass
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, "out")
+    try:
+        sel.register(0, selectors.EVENT_READ, "in")
+    except (ValueError, OSError):  # /dev/null or a file: nothing to wait for
+        if not tty:
+            try:
+                sock.shutdown(1)
+            except OSError:
+                pass
+    pending = b""
+    try:
+        while True:
+            for key, _ in sel.select():
+                if key.data == "in":
+                    data = os.read(0, 65536)
+                    if data:
+                        sock.sendall(data)
+                    else:
+                        sel.unregister(0)
+                        try:
+                            sock.shutdown(1)  # end of input reaches the command
+                        except OSError:
+                            pass
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    raise EOFError
+                if tty:
+                    _write(data)
+                else:
+                    pending = _demux(pending + data)
+    except EOFError:
+        pass
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    code = api.exec_inspect(ex["Id"]).get("ExitCode")
+    return int(code) if code is not None else 1

@@ -57,8 +57,25 @@ def connect(timeout: float = 5.0):
     return client
 
 
+def _os_error(e: BaseException, depth: int = 0) -> OSError | None:
+    """The OSError under a connection error (requests and urllib3 wrap it in tuples and causes)."""
+    if depth > 6 or e is None:
+        return None
+    if isinstance(e, OSError) and e.strerror:
+        return e
+    for inner in [*getattr(e, "args", ()), e.__cause__, e.__context__, getattr(e, "reason", None)]:
+        if isinstance(inner, BaseException):
+            found = _os_error(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
 def reason(e: BaseException) -> str:
     """The engine's own words for an error, on one line."""
+    low = _os_error(e) if not getattr(e, "explanation", None) else None
+    if low is not None:
+        return low.strerror
     text = getattr(e, "explanation", None) or str(e)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")

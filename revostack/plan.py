@@ -478,3 +478,38 @@ def resolve_health(stack: Stack, svc: Service, port: int | None, service_ports: 
 def secret_like(key: str) -> bool:
     k = key.upper()
     return any(word in k for word in ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"))
+
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def reached_processes(stack: Stack, svc: Service) -> list[str]:
+    """The process services (with a port) a container service depends on or names in its
+    ``cmd``/``env`` (``${x.port}``, ``$X_HOST``...): it reaches them through the host gateway."""
+    texts = list(svc.env.values()) + ([svc.cmd] if isinstance(svc.cmd, str) else list(svc.cmd))
+    named = {d.name for d in svc.depends_on}
+    prefixes = {f"{env_prefix(o.name)}_{end}": o.name for o in stack.services.values() for end in ("HOST", "PORT")}
+    for text in texts:
+        for ref in interp.references(text):
+            if ref.is_stack_ref and ref.service:
+                named.add(ref.service)
+            elif ref.var in prefixes:
+                named.add(prefixes[ref.var])
+    return [n for n in stack.services if n in named and stack.services[n].image is None
+            and stack.services[n].port is not None]
+
+
+def loopback_warnings(stack: Stack, names: Iterable[str]) -> list[str]:
+    """``check``: containers that reach a process the stack tells to listen on loopback."""
+    if not stack.host.startswith(LOOPBACK):
+        return []
+    out = []
+    for n in names:
+        svc = stack.services[n]
+        if svc.image is None:
+            continue
+        for p in reached_processes(stack, svc):
+            out.append(f"warning: {n} (a container) reaches {p} through {DOCKER_HOST_GATEWAY}, but {p} is told to "
+                       f"listen on {stack.host}, which a container cannot reach: make {p} listen on 0.0.0.0 "
+                       f"(for the whole stack: [stack] host = \"0.0.0.0\")")
+    return out

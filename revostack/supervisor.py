@@ -316,6 +316,8 @@ class Supervisor:
         try:
             if st.service in self.unavailable:
                 raise OSError(self.unavailable[st.service])
+            if inst.service.image is not None and inst.index == 1:
+                await self.warn_loopback(st)
             st.gen = await generations.spawn(self, st)
         except OSError as e:
             self.sink.system(f"{st.name} could not start: {procs.why_not_started(e)}")
@@ -496,6 +498,23 @@ class Supervisor:
                 pass  # at the latest, the shutdown removes every container of the stack
 
         self.loop.run_in_executor(None, clean)
+
+    async def warn_loopback(self, st: InstanceState) -> None:
+        """A container reaches a process through the host gateway: say so when that process
+        listens only on loopback (it never answers the container then)."""
+        from revostack.plan import LOOPBACK, reached_processes
+
+        names = reached_processes(self.stack, st.inst.service)
+        ports = {o.name: o.port for o in self.instances.values() if o.service in names and o.port is not None}
+        if not ports:
+            return
+        listening = await asyncio.to_thread(probe.listeners)
+        for name, port in ports.items():
+            ips = sorted({ip for ip, _ in listening.get(port, [])})
+            if ips and all(ip.startswith(LOOPBACK) for ip in ips):
+                self.sink.system(f"warning: {st.service} (a container) reaches {name.split('.')[0]} through "
+                                 f"host.docker.internal:{port}, but it listens only on {', '.join(ips)}: "
+                                 "a container cannot reach it there; make it listen on 0.0.0.0")
 
     async def find_container(self, st: InstanceState, helper: int) -> None:
         """Which container a helper runs (for ps: its id, and its main process as the host sees it)."""

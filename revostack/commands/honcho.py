@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from revostack.errors import EXIT_FAILED, EXIT_PORTS, ConfigError, UsageError
+from revostack.errors import EXIT_USAGE, EXIT_FAILED, EXIT_PORTS, ConfigError, UsageError
 from revostack.commands.common import PROCFILE, child_color, live_ports, load_stack, make_plan, parse_concurrency
 
 
@@ -89,6 +89,8 @@ def cmd_run(args) -> int:
             from revostack import procfile
 
             stack = procfile.load(stack.path, env_files=env_files)
+        if args.service and args.service in stack.services and stack.services[args.service].image is not None:
+            return run_in_container(stack, args.service, command)
         env, cwd = stack_env(stack, args.service)
         if getattr(args, "env", None):  # a Stackfile keeps its env_file; -e comes on top
             env.update(values)
@@ -105,6 +107,34 @@ def cmd_run(args) -> int:
         print(f"revostack: run: {command[0]}: {e.strerror or e}", file=sys.stderr)
         return 126
     return EXIT_FAILED
+
+
+def run_in_container(stack, service: str, command: list[str]) -> int:
+    """``run -s`` on a container service: the command runs inside its running container."""
+    from revostack import control
+    from revostack.errors import EXIT_RUNNING
+
+    try:
+        reply = control.request_if_running(stack, {"cmd": "ps"})
+    except control.NoAnswer:
+        reply = None
+    found = None
+    for name, i in sorted(((reply or {}).get("instances") or {}).items()):
+        if i.get("service") == service and i.get("container"):
+            found = i
+            break
+    if found is None:
+        why = "the stack is not running" if reply is None else f"{service} has no running container"
+        print(f"revostack: run: {why}; a container service's command runs inside its running container "
+              f"(start it with `revostack up {service}`)", file=sys.stderr)
+        return EXIT_RUNNING
+    from revostack import container, engine
+
+    try:
+        return container.exec_in(found["container"], command)
+    except engine.Unavailable as e:
+        print(f"revostack: run: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def stack_env(stack, service: str | None) -> tuple[dict[str, str], str]:

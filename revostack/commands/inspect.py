@@ -44,18 +44,29 @@ def cmd_check(args) -> int:
         port = "-" if inst.port.port is None else str(inst.port.port)
         out.append("")
         out.append(f"{inst.name}: port {port}" + (f" ({inst.port.reason})" if inst.port.reason else ""))
-        out.append(f"  cmd: {inst.cmd if isinstance(inst.cmd, str) else _joined(inst.cmd)}")
+        env = inst.env
+        if inst.container is not None:
+            run = inst.container
+            out.append(f"  image: {svc.image}" + (f" (published port {port} -> {run.port} inside)" if run.port else ""))
+            out.append(f"  cmd: {_cmd_text(run.cmd) or chr(40) + 'the image' + chr(39) + 's own' + chr(41)}")
+            env = run.env  # what the container is told: the others by name, or through host.docker.internal
+        else:
+            out.append(f"  cmd: {_cmd_text(inst.cmd)}")
         if svc.cwd != stack.root:
             out.append(f"  cwd: {display(svc.cwd)}")
         if svc.depends_on:
             out.append("  depends on: " + ", ".join(f"{d.name} ({d.condition.value})" for d in svc.depends_on))
         if inst.health:
             out.append(f"  health: {inst.health.kind.value} {inst.health.target}" + (" (default)" if inst.health.implicit else ""))
+        for v in svc.volumes:
+            out.append(f"  volume: {v.spec()}")
         keys = own_keys | set(svc.dotenv) | set(svc.env) | ({svc.port_env} if svc.port is not None else set())
-        for k in sorted(k for k in keys if k in inst.env):
-            v = inst.env[k]
+        if inst.container is not None:
+            keys |= {k for k in env if k.endswith(("_HOST", "_PORT")) and k != svc.port_env}
+        for k in sorted(k for k in keys if k in env):
+            v = env[k]
             out.append(f"  {k}={'****' if secret_like(k) and v else v}")
-        program = _program(inst.cmd)
+        program = _program(inst.cmd) if inst.container is None else None
         if program and inst.index == 1:
             path_env = inst.env.get("PATH", os.environ.get("PATH", ""))
             key = (program, path_env, svc.cwd)
@@ -65,6 +76,9 @@ def cmd_check(args) -> int:
                     "/" in program and os.access(svc.cwd / program, os.X_OK)) or _is_shell_builtin(program))
             if not found:
                 warnings.append(f"warning: {svc.name}: program \"{program}\" not found on PATH or in {display(svc.cwd)}")
+    from revostack.plan import loopback_warnings
+
+    warnings += loopback_warnings(stack, stack.services)
     print("\n".join(out))
     for w in warnings:
         print(w, file=sys.stderr)
@@ -76,6 +90,10 @@ def cmd_check(args) -> int:
 
 
 _SAFE_WORD = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+
+
+def _cmd_text(cmd) -> str:
+    return cmd if isinstance(cmd, str) else _joined(cmd)
 
 
 def _joined(argv) -> str:
