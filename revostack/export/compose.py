@@ -52,7 +52,10 @@ class _ComposeEnv:
         self.plan = plan
         self.stack = plan.stack
         self.names = names
-        self.ports = {i.name: i.port.port for i in plan.instances}
+        # the port each instance is reached on from another container: a container service's
+        # own container_port, a process's planned port (it listens there in its container)
+        self.ports = {i.name: (i.service.container_port if i.service.image is not None else i.port.port)
+                      for i in plan.instances}
         self.port_vars: dict[str, str] = {}  # "DB_PORT" -> "db"
         for svc in self.stack.services.values():
             if svc.port is None:
@@ -74,7 +77,7 @@ class _ComposeEnv:
                     out[f"{env_prefix(inst_name)}_PORT"] = str(self.ports[inst_name])
                     out[f"{env_prefix(inst_name)}_HOST"] = self.names.of[inst_name]
         if inst.service.port is not None:
-            out[inst.service.port_env] = str(inst.port.port)
+            out[inst.service.port_env] = str(self.ports[inst.name])
         return out
 
     def env(self, inst: Instance) -> dict[str, str]:
@@ -95,6 +98,8 @@ class _ComposeEnv:
 
     def cmd(self, inst: Instance, env: Mapping[str, str]) -> list[str]:
         cmd = inst.service.cmd
+        if inst.service.image is not None and isinstance(cmd, str):  # the image's own shell, as `up` runs it
+            return ["/bin/sh", "-c", self.expand(cmd, inst, env, shell=True, bind="0.0.0.0")]
         if isinstance(cmd, str):
             return shell_argv(self.expand(cmd, inst, env, shell=True, bind="0.0.0.0"))
         return [self.expand(a, inst, env, shell=False, bind="0.0.0.0") for a in cmd]
@@ -148,7 +153,8 @@ class _ComposeEnv:
                 if ref.service == "":
                     if ref.attr == "host":
                         return bind
-                    return None if inst.port.port is None else str(inst.port.port)
+                    own = self.ports.get(inst.name)
+                    return None if own is None else str(own)
                 if ref.service not in self.stack.services:
                     return None
                 if ref.attr == "host":
@@ -165,6 +171,23 @@ class _ComposeEnv:
 _HTTP_CHECK = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))"
 _TCP_CHECK = ("import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), "
               "timeout=float(sys.argv[3])).close()")
+
+
+def image_healthcheck(kind: HealthKind, target: str, timeout: float) -> list[str] | None:
+    """A check inside a container service's own image, which may have no python3: whichever of
+    the usual tools the image has (busybox/alpine nc and wget, bash's /dev/tcp, curl, python3)."""
+    t = f"{timeout:g}"
+    if kind is HealthKind.TCP:
+        host, _, port = target.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if not port.isdigit():
+            raise ExportError(f"compose: tcp health target {target!r} is not HOST:PORT")
+        return ["CMD-SHELL", f"nc -z -w {t} {host} {port} 2>/dev/null || nc -w {t} {host} {port} </dev/null 2>/dev/null || bash -c 'exec 3<>/dev/tcp/{host}/{port}' "
+                f"2>/dev/null || python3 -c \"{_TCP_CHECK}\" {host} {port} {t}"]
+    if kind is HealthKind.HTTP:
+        return ["CMD-SHELL", f"wget -q -T {t} -O /dev/null '{target}' 2>/dev/null || curl -fsS -m {t} -o /dev/null "
+                f"'{target}' 2>/dev/null || python3 -c \"{_HTTP_CHECK}\" '{target}' {t}"]
+    return compose_healthcheck(kind, target, timeout)
 
 
 def compose_healthcheck(kind: HealthKind, target: str, timeout: float) -> list[str] | None:
@@ -199,26 +222,32 @@ def _compose(plan: Plan, app: str, image: str | None) -> str:
     selected = stack.selection()
     mounts = {str(Path(os.path.abspath(stack.root)))}
     for inst in plan.instances:
+        if inst.service.image is not None:
+            continue
         cwd = str(_cwd(inst))
         if not any(cwd == m or cwd.startswith(m.rstrip("/") + "/") for m in mounts):
             mounts.add(cwd)
     notes = []
     published = "" if stack.host in ("", "0.0.0.0", "::") else f"{stack.host}:"  # as `up` binds them
     services: dict[str, dict] = {}
+    named_volumes: dict[str, dict] = {}
     for inst in plan.instances:
         svc = inst.service
         env = cenv.env(inst)
-        s: dict = {
-            "image": _dollars(image) if image else "${REVOSTACK_IMAGE:-" + DEFAULT_IMAGE + "}",
-            "init": True,  # a real PID 1: the stop signal reaches the program, zombies are reaped
-            "working_dir": _dollars(str(_cwd(inst))),
-            "volumes": [{"type": "bind", "source": _dollars(m), "target": _dollars(m)} for m in sorted(mounts)],
-            "command": [_dollars(a) for a in cenv.cmd(inst, env)],
-        }
+        if svc.image is not None:
+            s = _container_service(svc, inst, cenv, env, named_volumes)
+        else:
+            s = {
+                "image": _dollars(image) if image else "${REVOSTACK_IMAGE:-" + DEFAULT_IMAGE + "}",
+                "init": True,  # a real PID 1: the stop signal reaches the program, zombies are reaped
+                "working_dir": _dollars(str(_cwd(inst))),
+                "volumes": [{"type": "bind", "source": _dollars(m), "target": _dollars(m)} for m in sorted(mounts)],
+                "command": [_dollars(a) for a in cenv.cmd(inst, env)],
+            }
         if env:
             s["environment"] = {k: _dollars(v) for k, v in env.items()}
         if inst.port.port is not None:
-            s["ports"] = [f"{published}{inst.port.port}:{inst.port.port}"]
+            s["ports"] = [f"{published}{inst.port.port}:{cenv.ports[inst.name]}"]
         if svc.depends_on:
             s["depends_on"] = {}
             for dep in svc.depends_on:
@@ -233,7 +262,8 @@ def _compose(plan: Plan, app: str, image: str | None) -> str:
                     s["depends_on"][names.of[dinst.name]] = {"condition": condition}
         if svc.health is not None:
             h = svc.health
-            test = compose_healthcheck(h.kind, cenv.health_target(inst, env), h.timeout)
+            test = (image_healthcheck if svc.image is not None else compose_healthcheck)(
+                h.kind, cenv.health_target(inst, env), h.timeout)
             if test is None:
                 notes.append(f"{names.of[inst.name]} has no healthcheck: its log check (a regex over the output) "
                              "has no compose equivalent.")
@@ -248,9 +278,12 @@ def _compose(plan: Plan, app: str, image: str | None) -> str:
         if svc.name not in selected:
             s["profiles"] = ["manual"]  # autostart = false
         services[names.of[inst.name]] = s
+    processes = any(i.service.image is None for i in plan.instances)
     lines = _header("#", plan, "compose", [
-        "Set the image: REVOSTACK_IMAGE=... docker compose up (or edit each image: line)." if not image else
-        f"Every service runs in {image}.",
+        ("Set the image: REVOSTACK_IMAGE=... docker compose up (or edit each image: line)." if not image else
+         f"Every process service runs in {image}.") if processes else "Every service runs in its own image.",
+        *(["A container service runs in its own image, with its container_port inside."]
+          if processes and len(plan.instances) > sum(1 for i in plan.instances if i.service.image is None) else []),
         "The stack's folder is mounted at the same path so working_dir exists; drop the volumes",
         "when the image contains the code. Inside a container the services bind 0.0.0.0.",
         *(["The profile \"manual\" holds the services with autostart = false."]
@@ -259,9 +292,32 @@ def _compose(plan: Plan, app: str, image: str | None) -> str:
     ])
     # PyYAML quotes whatever would not read back as the same string (NO, 1e3, ": "...); every $
     # is doubled before (compose interpolates every value), but the image placeholder's
-    body = yaml.safe_dump({"services": services}, sort_keys=False, default_flow_style=False, allow_unicode=True,
-                          width=float("inf"))
+    doc: dict = {"services": services}
+    if named_volumes:
+        doc["volumes"] = named_volumes  # kept across `down`, as revostack keeps them
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True, width=float("inf"))
     return "\n".join(lines) + "\n\n" + body
+
+
+def _container_service(svc, inst: Instance, cenv: _ComposeEnv, env: Mapping[str, str],
+                       named_volumes: dict[str, dict]) -> dict:
+    """A service with ``image``: its own image, command and volumes (no project mount, no init:
+    as `up` runs it)."""
+    s: dict = {"image": _dollars(svc.image)}
+    if svc.cmd:
+        s["command"] = [_dollars(a) for a in cenv.cmd(inst, env)]
+    if svc.volumes:
+        vols = []
+        for v in svc.volumes:
+            if not v.host_path:
+                named_volumes[v.source] = {}
+            vols.append({"type": "bind" if v.host_path else "volume", "source": _dollars(v.source),
+                         "target": _dollars(v.target), **({"read_only": True} if v.read_only else {})})
+        s["volumes"] = vols
+    if svc.pty:
+        s["tty"] = True
+        s["stdin_open"] = True
+    return s
 
 
 def _dollars(text: str) -> str:
