@@ -247,8 +247,8 @@ def prepare(stack, selected: Iterable[str], say: Callable[[str], None], clean_st
         client = connect()
     except Unavailable as e:
         names = ", ".join(s.name for s in services)
-        raise Unavailable(f"{names} {'runs' if len(services) == 1 else 'run'} as "
-                          f"container{'s' if len(services) > 1 else ''}, but {e}") from None
+        what = "runs as a container" if len(services) == 1 else "run as containers"
+        raise Unavailable(f"{names} {what}, but {e}") from None
     if clean_stale:
         for name in clean(client, stack.id, keep_network=True):
             say(f"removed container {name}, left from an earlier run")

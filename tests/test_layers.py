@@ -71,7 +71,8 @@ except errors.ConfigError:
 # What `ports` and `check` on a valid Stackfile with no stack running must not import: the
 # runtime's modules and the stdlib ones that cost milliseconds each (docs/performance.md).
 NOT_FOR_PORTS = ["asyncio", "rich", "psutil", "tomlkit", "dataclasses", "inspect", "hashlib", "socket", "json",
-                 "difflib", "revostack.locate", "textual", "revostack.ui"]
+                 "difflib", "revostack.locate", "textual", "revostack.ui", "docker", "revostack.engine",
+                 "revostack.container"]
 
 
 @pytest.mark.parametrize("command", ["ports", "check"])
@@ -106,7 +107,8 @@ def test_start_imports_neither_asyncio_nor_the_supervisor(tmp_path):
     assert "once.1 | done" in out
     assert "revostack.starter" in loaded
     assert sorted(m for m in ["asyncio", "rich", "psutil", "tomlkit", "dataclasses", "revostack.supervisor",
-                              "revostack.process", "selectors", "subprocess", "textual"] if m in loaded) == []
+                              "revostack.process", "selectors", "subprocess", "textual", "docker",
+                              "revostack.engine"] if m in loaded) == []
     with socket.socket() as taken:  # with its port taken, psutil names the holder; still no asyncio
         taken.bind(("127.0.0.1", 0))
         taken.listen()

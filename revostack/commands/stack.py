@@ -19,7 +19,10 @@ def cmd_up(args) -> int:
     detached = os.environ.get("REVOSTACK_DETACHED") == "1"  # the supervisor `up -d` started
     if not detached and any(s.image is not None for s in stack.services.values()):
         # before anything starts (and before `up -d` leaves the terminal): an engine, and the images
-        prepare_containers(stack, stack.selection(list(args.services) or None), clean_stale=False)
+        from revostack.rundir import RunDir as _RunDir
+
+        prepare_containers(stack, stack.selection(list(args.services) or None),
+                           clean_stale=not _RunDir(stack).is_locked())  # none of ours runs: what is left is stale
     if args.ui:
         if args.detach or args.dashboard:
             raise UsageError("--ui does not go with --detach or --dashboard")
