@@ -77,8 +77,11 @@ def render(plan: Plan, fmt: str, *, app: str, user: str | None = None,
     if fmt == "kubernetes":
         from revostack.export.kubernetes import render as kubernetes
 
-        if not image:
-            raise UsageError("export kubernetes needs --image IMAGE: the image that holds the project at /app")
+        needs = [i.service.name for i in plan.instances if i.service.image is None]
+        if not image and needs:
+            raise UsageError("export kubernetes needs --image IMAGE: the image that holds the project at /app "
+                             f"(for {', '.join(dict.fromkeys(needs))}; a service with its own image needs none)")
+        image = image or DEFAULT_IMAGE
         return kubernetes(plan, name, image, namespace)
     from revostack.export.procfile import render as procfile
 
