@@ -146,8 +146,15 @@ def stacks(docker, tmp_path):
 
 
 def settled(s: Stack, *names: str, state: str = "healthy"):
-    return wait_for(lambda: (lambda rows: rows if all(rows.get(n, {}).get("state") == state for n in names) else None)(
-        s.ps()), timeout=60, interval=0.2, what=f"{names} {state}")
+    """ps once the instances are in ``state`` and each container service's container is known."""
+    def ready(rows: dict) -> dict | None:
+        for n in names:
+            row = rows.get(n, {})
+            if row.get("state") != state or ("image" in row and not row.get("container")):
+                return None
+        return rows
+
+    return wait_for(lambda: ready(s.ps()), timeout=60, interval=0.2, what=f"{names} {state}")
 
 
 def http(port: int) -> str:
