@@ -228,12 +228,6 @@ def _int(text) -> int | None:
         return None
 
 
-def needs_engine(stack, names: Iterable[str] | None = None) -> list[str]:
-    """The services (of ``names``, else all) that run as containers."""
-    chosen = stack.services if names is None else {n: stack.services[n] for n in names}
-    return [n for n, s in chosen.items() if s.image is not None]
-
-
 def prepare(stack, selected: Iterable[str], say: Callable[[str], None], clean_stale: bool,
             interactive: bool) -> dict[str, str]:
     """Before a stack with containers starts: an engine must answer (Unavailable names the

@@ -236,8 +236,9 @@ async def takeover(sup, st, why: str) -> bool:
         public.set_ready(old.backend, False)
     st.gen = new
     if st.inst.service.image is not None:  # ps follows the new generation's container
-        st.container = None
-        asyncio.ensure_future(sup.find_container(st, new.pid))
+        from revostack import containers
+
+        containers.follow(sup, st)
     st.draining.append(old)
     st.started_wall = time.time()
     sup.sink.system(f"{st.name} pid {new.pid} healthy: took over from pid {old.pid} ({detail})")

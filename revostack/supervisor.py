@@ -103,7 +103,8 @@ class Supervisor:
         self.stopped = asyncio.Event()  # the shutdown is over (what `down` waits for)
         self._stop_waiters: set[asyncio.Task] = set()
         self._trim_scheduled = False
-        self._engine = None  # a Docker client, made when a container service needs one
+        self.engine = None  # a Docker client, made when a container service needs one (revostack.containers)
+        self.background: set[asyncio.Task] = set()  # fire-and-forget tasks, held until done
 
     def _state_for(self, inst: Instance) -> InstanceState:
         svc = inst.service
@@ -317,7 +318,9 @@ class Supervisor:
             if st.service in self.unavailable:
                 raise OSError(self.unavailable[st.service])
             if inst.service.image is not None and inst.index == 1:
-                await self.warn_loopback(st)
+                from revostack import containers
+
+                await containers.warn_loopback(self, st)
             st.gen = await generations.spawn(self, st)
         except OSError as e:
             self.sink.system(f"{st.name} could not start: {procs.why_not_started(e)}")
@@ -339,8 +342,9 @@ class Supervisor:
             port += f" via private port {st.gen.backend.port}"
         self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
         if inst.service.image is not None:
-            st.container = None
-            asyncio.ensure_future(self.find_container(st, st.child.pid))
+            from revostack import containers
+
+            containers.follow(self, st)
         st.console.notice(f"{st.name} started (pid {st.child.pid})")
         st.started.set()
         self.save_state()
@@ -462,7 +466,9 @@ class Supervisor:
             pp.close()
         await self.sweep()
         if any(s.image is not None for s in self.stack.services.values()):
-            await self.clean_containers()
+            from revostack import containers
+
+            await containers.clean_all(self)
         if self.reservations is not None:
             self.reservations.release_all()
         self.sink.close()
@@ -483,78 +489,12 @@ class Supervisor:
                 break
             await asyncio.sleep(0.01)
 
-    # -- containers ----------------------------------------------------------------------------
+    # -- containers (revostack/containers.py) ---------------------------------------------------
     def container_gone(self, st: InstanceState, helper: int, code: int | None) -> None:
-        """A container's helper that was killed cannot remove its container: remove it by label."""
-        if st.inst.service.image is None or (code is not None and code >= 0):
-            return
-        from revostack import engine
+        if st.inst.service.image is not None and (code is None or code < 0):
+            from revostack import containers
 
-        def clean() -> None:
-            try:
-                engine.clean(engine.connect(), self.stack.id, keep_network=True,
-                             only=lambda c: (c.get("Labels") or {}).get(engine.LABEL_HELPER) == str(helper))
-            except Exception:
-                pass  # at the latest, the shutdown removes every container of the stack
-
-        self.loop.run_in_executor(None, clean)
-
-    async def warn_loopback(self, st: InstanceState) -> None:
-        """A container reaches a process through the host gateway: say so when that process
-        listens only on loopback (it never answers the container then)."""
-        from revostack.plan import LOOPBACK, reached_processes
-
-        names = reached_processes(self.stack, st.inst.service)
-        ports = {o.name: o.port for o in self.instances.values() if o.service in names and o.port is not None}
-        if not ports:
-            return
-        listening = await asyncio.to_thread(probe.listeners)
-        for name, port in ports.items():
-            ips = sorted({ip for ip, _ in listening.get(port, [])})
-            if ips and all(ip.startswith(LOOPBACK) for ip in ips):
-                self.sink.system(f"warning: {st.service} (a container) reaches {name.split('.')[0]} through "
-                                 f"host.docker.internal:{port}, but it listens only on {', '.join(ips)}: "
-                                 "a container cannot reach it there; make it listen on 0.0.0.0")
-
-    async def find_container(self, st: InstanceState, helper: int) -> None:
-        """Which container a helper runs (for ps: its id, and its main process as the host sees it)."""
-        from revostack import engine
-
-        def look() -> dict | None:
-            if self._engine is None:
-                self._engine = engine.connect()
-            for entry in engine.describe_containers(self._engine, self.stack.id).get(st.name, []):
-                if entry["helper"] == helper and entry["pid"]:
-                    return entry
-            return None
-
-        delay = 0.05
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and st.child is not None and st.child.pid == helper:
-            try:
-                found = await asyncio.to_thread(look)
-            except Exception:
-                found = None
-            if found is not None:
-                if st.child is not None and st.child.pid == helper:
-                    st.container = found
-                    self.save_state()
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    async def clean_containers(self) -> None:
-        """At the end: no container of this stack is left, and its network goes too."""
-        from revostack import engine
-
-        def clean() -> list[str]:
-            return engine.clean(engine.connect(), self.stack.id)
-
-        try:
-            for name in await asyncio.to_thread(clean):
-                self.sink.system(f"removed container {name}, left behind by the stack")
-        except Exception as e:
-            self.sink.system(f"could not remove the stack's containers: {e}")
+            containers.remove_for_helper(self, helper)
 
     # -- requests from the control socket ------------------------------------------------------
     def restart(self, names: Iterable[str], deps: bool = False, reason: str = "requested") -> list[str]:

@@ -233,3 +233,50 @@ def test_kubernetes_waits_for_a_portless_dependency(tmp_path):
     cm = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     assert cm["client.WEB_2_PORT"] == cm["client.WEB_PORT"] == "18000"  # the one Service's port
     assert cm["client.TWO"] == "18000"
+
+
+def test_tcp_check_through_a_published_port_needs_the_connection_to_stay_open():
+    """The engine's proxy accepts at once and closes when nothing listens inside yet: such a
+    port is not ready; one that keeps the connection (or speaks first) is."""
+    import asyncio
+    import socket
+    import threading
+
+    from revostack.health import _tcp_published
+
+    def server(behaviour: str) -> tuple[socket.socket, int]:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+
+        def run() -> None:
+            while True:
+                try:
+                    c, _ = s.accept()
+                except OSError:
+                    return
+                if behaviour == "close":
+                    c.close()
+                elif behaviour == "greet":
+                    c.sendall(b"220 ready\r\n")
+                    threading.Timer(2, c.close).start()
+                else:
+                    threading.Timer(2, c.close).start()
+
+        threading.Thread(target=run, daemon=True).start()
+        return s, s.getsockname()[1]
+
+    results = {}
+    for behaviour in ("close", "hold", "greet"):
+        s, port = server(behaviour)
+        try:
+            results[behaviour] = asyncio.run(_tcp_published(f"127.0.0.1:{port}", 2.0))
+        finally:
+            s.close()
+    assert results["close"][0] is False and "nothing listens inside" in results["close"][1]
+    assert results["hold"][0] is True and results["greet"][0] is True
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    ok, why = asyncio.run(_tcp_published(f"127.0.0.1:{port}", 1.0))
+    assert not ok and "refused" in why.lower()

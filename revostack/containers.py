@@ -1,0 +1,94 @@
+"""The supervisor's side of container services: which container each helper runs (for ps),
+removing what a killed helper left, the clean-up at the end, and the loopback warning.
+
+Each container instance is run by a helper process (revostack.container) that the supervisor
+supervises like any child; what is here only needs the engine now and then, so its calls run in
+a worker thread. Imported only by stacks with an ``image``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from revostack import engine, probe
+
+
+def client(sup):
+    """The supervisor's one Docker client (made on first use, in a worker thread)."""
+    if sup.engine is None:
+        sup.engine = engine.connect()
+    return sup.engine
+
+
+def follow(sup, st) -> None:
+    """From now on ps shows the container the serving generation's helper runs."""
+    st.container = None
+    task = asyncio.ensure_future(_find(sup, st, st.child.pid))
+    sup.background.add(task)
+    task.add_done_callback(sup.background.discard)
+
+
+async def _find(sup, st, helper: int) -> None:
+    """Ask the engine which container carries ``helper``'s label, until it has a process."""
+    def look() -> dict | None:
+        for entry in engine.describe_containers(client(sup), sup.stack.id).get(st.name, []):
+            if entry["helper"] == helper and entry["pid"]:
+                return entry
+        return None
+
+    delay = 0.05
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and st.child is not None and st.child.pid == helper:
+        try:
+            found = await asyncio.to_thread(look)
+        except Exception:
+            found = None
+        if found is not None:
+            if st.child is not None and st.child.pid == helper:
+                st.container = found
+                sup.save_state()
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def remove_for_helper(sup, helper: int) -> None:
+    """A helper that was killed cannot remove its container: remove it by its label."""
+    def clean() -> None:
+        try:
+            engine.clean(client(sup), sup.stack.id, keep_network=True,
+                         only=lambda c: (c.get("Labels") or {}).get(engine.LABEL_HELPER) == str(helper))
+        except Exception:
+            pass  # at the latest, the shutdown removes every container of the stack
+
+    sup.loop.run_in_executor(None, clean)
+
+
+async def clean_all(sup) -> None:
+    """At the end of the stack: no container of it is left, and its network goes too."""
+    try:
+        names = await asyncio.to_thread(lambda: engine.clean(client(sup), sup.stack.id))
+    except Exception as e:
+        sup.sink.system(f"could not remove the stack's containers: {engine.reason(e)}")
+        return
+    for name in names:
+        sup.sink.system(f"removed container {name}, left behind by the stack")
+
+
+async def warn_loopback(sup, st) -> None:
+    """A container reaches a process through the host gateway: say so when that process
+    listens only on loopback (it never answers the container then)."""
+    from revostack.plan import LOOPBACK, reached_processes
+
+    names = reached_processes(sup.stack, st.inst.service)
+    ports = {o.service: o.port for o in sup.instances.values() if o.service in names and o.port is not None}
+    if not ports:
+        return
+    listening = await asyncio.to_thread(probe.listeners)
+    for name, port in ports.items():
+        ips = sorted({ip for ip, _ in listening.get(port, [])})
+        if ips and all(ip.startswith(LOOPBACK) for ip in ips):
+            sup.sink.system(f"warning: {st.service} (a container) reaches {name} through host.docker.internal:{port}, "
+                            f"but it listens only on {', '.join(ips)}: a container cannot reach it there; "
+                            "make it listen on 0.0.0.0")
