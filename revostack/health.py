@@ -194,7 +194,7 @@ def _why(e: BaseException) -> str:
     if isinstance(e, asyncio.TimeoutError):
         return "timed out"
     if isinstance(e, OSError):
-        return e.strerror or str(e)
+        return os.strerror(e.errno) if e.errno else (e.strerror or str(e))  # asyncio's strerror names the address
     return str(e)
 
 
