@@ -881,7 +881,8 @@ def handoff_workloads(ctx: Context) -> list[Workload]:
 
 def scale_workloads(ctx: Context) -> list[Workload]:
     from benchmarks.big import Big
+    from benchmarks.containers import Containers
     from benchmarks.soak import Soak
     from benchmarks.ui_view import UiView
 
-    return [Big(ctx), Soak(ctx), UiView(ctx)]
+    return [Big(ctx), Soak(ctx), UiView(ctx), Containers(ctx)]

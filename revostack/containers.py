@@ -21,36 +21,47 @@ def client(sup):
     return sup.engine
 
 
-def follow(sup, st) -> None:
-    """From now on ps shows the container the serving generation's helper runs."""
-    st.container = None
-    task = asyncio.ensure_future(_find(sup, st, st.child.pid))
+def follow(sup, st, gen) -> None:
+    """Find the container a new generation's helper runs: ps shows it, checks wait for it."""
+    task = asyncio.ensure_future(_find(sup, st, gen))
     sup.background.add(task)
     task.add_done_callback(sup.background.discard)
 
 
-async def _find(sup, st, helper: int) -> None:
-    """Ask the engine which container carries ``helper``'s label, until it has a process."""
+FIND_FAST = 0.02  # seconds between looks while a container starts (a start takes ~0.3 s), then
+FIND_SLOW = 1.0  # slower, up to this
+
+
+async def _find(sup, st, gen) -> None:
+    """Ask the engine which container carries the helper's label, until it runs (has a pid)."""
+    helper = gen.pid
+
     def look() -> dict | None:
         for entry in engine.describe_containers(client(sup), sup.stack.id).get(st.name, []):
             if entry["helper"] == helper and entry["pid"]:
                 return entry
         return None
 
-    delay = 0.05
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and st.child is not None and st.child.pid == helper:
+    delay = FIND_FAST
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300 and not gen.child.protocol.exited.done():
         try:
             found = await asyncio.to_thread(look)
         except Exception:
             found = None
         if found is not None:
-            if st.child is not None and st.child.pid == helper:
-                st.container = found
-                sup.save_state()
+            gen.container = found
+            sup.save_state()
             return
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        if time.monotonic() - t0 > 2:
+            delay = min(delay * 1.5, FIND_SLOW)
+
+
+async def running(gen) -> None:
+    """Until the generation's container runs (or its helper has exited)."""
+    while gen.container is None and not gen.child.protocol.exited.done():
+        await asyncio.sleep(0.01)
 
 
 def remove_for_helper(sup, helper: int) -> None:

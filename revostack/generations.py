@@ -52,6 +52,7 @@ class Generation:
     backend: Backend | None = None
     checker: Checker | None = None  # a `log` check, fed this generation's own output
     task: asyncio.Task | None = field(default=None, repr=False)  # its drain, once replaced
+    container: dict | None = None  # with ``image``: the container its helper runs (id, name, pid), once running
 
     @property
     def pid(self) -> int:
@@ -82,6 +83,10 @@ async def spawn(sup, st) -> Generation:
                                 pty=pty, listen_fd=listen_fd, on_raw=st.console.output,
                                 winsize=st.console.winsize if pty else None)
     gen = Generation(inst, child, checker=checker)
+    if inst.container is not None:
+        from revostack import containers
+
+        containers.follow(sup, st, gen)
     if public is not None:
         gen.backend = Backend(st.name, public.backend_host, port)
         public.add(gen.backend)
@@ -152,6 +157,7 @@ async def watch_health(sup, st) -> str:
     checker = checker_of(gen)
     public = sup.public.get(st.service)
     if not st.healthy.is_set():  # a generation that took over is ready already
+        await running(gen)
         ok, detail = await readiness(checker, h.start_period, h.interval)
         if not ok:
             st.last_check = detail
@@ -194,6 +200,21 @@ async def watch_health(sup, st) -> str:
             return "unhealthy"
 
 
+async def running(gen: Generation) -> None:
+    """A container's published port answers (its proxy accepts) before the container runs, and
+    a connection it accepts then may wait a second on a dropped SYN: checks start once it runs."""
+    if gen.inst.container is None:
+        return
+    from revostack import containers
+
+    await containers.running(gen)
+
+
+async def _ready_when_running(gen: Generation, h) -> tuple[bool, str]:
+    await running(gen)
+    return await readiness(checker_of(gen), h.start_period, h.interval)
+
+
 def checker_of(gen: Generation) -> Checker:
     h = gen.inst.health
     return gen.checker if gen.checker is not None else Checker(h, str(gen.inst.cwd), gen.inst.env,
@@ -213,7 +234,7 @@ async def takeover(sup, st, why: str) -> bool:
     h = new.inst.health
     ok, detail = True, "started"
     if h is not None:
-        check = asyncio.ensure_future(readiness(checker_of(new), h.start_period, h.interval))
+        check = asyncio.ensure_future(_ready_when_running(new, h))
         exited = asyncio.ensure_future(new.child.wait())
         try:
             await asyncio.wait({check, exited}, return_when=asyncio.FIRST_COMPLETED)
@@ -235,10 +256,6 @@ async def takeover(sup, st, why: str) -> bool:
     if old.backend is not None:
         public.set_ready(old.backend, False)
     st.gen = new
-    if st.inst.service.image is not None:  # ps follows the new generation's container
-        from revostack import containers
-
-        containers.follow(sup, st)
     st.draining.append(old)
     st.started_wall = time.time()
     sup.sink.system(f"{st.name} pid {new.pid} healthy: took over from pid {old.pid} ({detail})")

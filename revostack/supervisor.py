@@ -51,7 +51,6 @@ class InstanceState:
     stopped_by_us: bool = False  # the current exit was asked for (stop, restart, unhealthy)
     held: bool = False  # stopped by `revostack stop`: stays stopped until `restart`
     console: Console = field(default_factory=Console)  # its output and input for `revostack connect`
-    container: dict | None = None  # with ``image``: the serving generation's container (id, name, pid)
 
     @property
     def child(self) -> process.Child | None:
@@ -341,10 +340,6 @@ class Supervisor:
         if st.gen.backend is not None and st.gen.backend.port is not None:
             port += f" via private port {st.gen.backend.port}"
         self.sink.system(f"{st.name} started (pid={st.child.pid}{port})")
-        if inst.service.image is not None:
-            from revostack import containers
-
-            containers.follow(self, st)
         st.console.notice(f"{st.name} started (pid {st.child.pid})")
         st.started.set()
         self.save_state()
@@ -558,7 +553,7 @@ class Supervisor:
         svc = st.inst.service
         if svc.image is None:
             return {}
-        c = st.container if st.child is not None else None
+        c = st.gen.container if st.gen is not None else None
         return {"image": svc.image, "container_port": svc.container_port, "container": c["id"] if c else None,
                 "container_name": c["name"] if c else None, "container_pid": c["pid"] if c else None}
 

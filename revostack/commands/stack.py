@@ -10,19 +10,20 @@ from revostack.commands.common import ask_running, child_color, load_stack, run_
 
 
 def cmd_up(args) -> int:
+    import json
+
     from revostack import output
     from revostack.rundir import RunDir
 
     stack = load_stack(args)
     if args.dashboard and not sys.stdout.isatty():
         raise UsageError("--dashboard needs a terminal")
-    detached = os.environ.get("REVOSTACK_DETACHED") == "1"  # the supervisor `up -d` started
-    if not detached and any(s.image is not None for s in stack.services.values()):
-        # before anything starts (and before `up -d` leaves the terminal): an engine, and the images
-        from revostack.rundir import RunDir as _RunDir
-
-        prepare_containers(stack, stack.selection(list(args.services) or None),
-                           clean_stale=not _RunDir(stack).is_locked())  # none of ours runs: what is left is stale
+    if (args.ui or args.detach) and any(s.image is not None for s in stack.services.values()):
+        # before `up -d` leaves the terminal: an engine, the images (pulled where the user sees it),
+        # stale containers removed; the supervisor it starts is told what could not be had
+        unavailable = prepare_containers(stack, stack.selection(list(args.services) or None),
+                                         clean_stale=not RunDir(stack).is_locked())
+        os.environ[PREPARED] = json.dumps(unavailable)
     if args.ui:
         if args.detach or args.dashboard:
             raise UsageError("--ui does not go with --detach or --dashboard")
@@ -46,7 +47,9 @@ def cmd_up(args) -> int:
 
         say = lambda text: print(f"revostack: {text}", file=sys.stderr)  # noqa: E731
         conflicts.reclaim_leftovers(stack, rd, strategy, say)
-        unavailable = prepare_containers(stack, selected, clean_stale=True, say=say)
+        prepared = os.environ.pop(PREPARED, None)  # `up -d` did it before starting this supervisor
+        unavailable = json.loads(prepared) if prepared else prepare_containers(stack, selected, clean_stale=True,
+                                                                               say=say)
         from revostack import plan as planmod
 
         world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
@@ -68,6 +71,9 @@ def cmd_up(args) -> int:
                                       strategy=strategy, detached=detached, unavailable=unavailable))
     finally:
         rd.release()
+
+
+PREPARED = "REVOSTACK_CONTAINERS_PREPARED"  # to the supervisor `up -d` starts: what it could not have
 
 
 def prepare_containers(stack, selected, clean_stale: bool, say=None) -> dict[str, str]:
