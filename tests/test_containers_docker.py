@@ -482,3 +482,47 @@ def _free(port: int) -> bool:
     from revostack import probe
 
     return probe.is_free(port, "0.0.0.0")
+
+
+def test_images_are_pulled_for_real_and_a_failed_pull_says_why(stacks):
+    """A registry of the test's own on loopback: `pull = "missing"` pulls (a summary line
+    without a terminal), the service runs the pulled image; `always` with the registry gone
+    keeps the image present; a missing one with the registry gone fails with the engine's words."""
+    from fake_registry import Registry, busybox_layer
+
+    layer = busybox_layer(_busybox(), APPLETS, {"www/index.html": b"pulled for real\n"})
+    reg = Registry("revostack/pulled", "1", layer)
+    image = f"127.0.0.1:{reg.port}/revostack/pulled:1"
+    base = free_base((0,))
+    try:
+        s = stacks(f"""
+[services.web]
+image = "{image}"
+cmd = "{HTTPD}"
+port = {base}
+container_port = 8080
+stop_timeout = 5
+""")
+        r = s.cli("up", "-d")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"pulled {image}" in r.stderr and reg.pulls >= 1
+        settled(s, "web.1")
+        assert "pulled for real" in http(base)
+        assert s.cli("down").returncode == 0
+    finally:
+        reg.close()
+    # the registry is gone: "always" keeps the image here, with a line saying so
+    s.path.write_text(s.path.read_text().replace("stop_timeout = 5", 'stop_timeout = 5\npull = "always"'))
+    r = s.cli("up", "-d")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"could not pull {image}" in r.stderr and "using the image present" in r.stderr
+    settled(s, "web.1")
+    assert s.cli("down").returncode == 0
+    s.client.api.remove_image(image, force=True)
+    # and now it is not here either: the service fails with the engine's reason, `up -d` says so
+    s.path.write_text(s.path.read_text().replace('pull = "always"', 'pull = "missing"'))
+    r = s.cli("up", "-d")
+    assert r.returncode == 1
+    log = (s.root / ".revostack" / "logs" / "system.log").read_text()
+    assert f"web.1 could not start: could not pull image {image}:" in log
+    assert "connection refused" in log.lower() or "connect" in log.lower(), log
