@@ -35,23 +35,36 @@ def find_cycle(deps: Deps) -> list[str] | None:
 
 
 def levels(deps: Deps) -> list[list[str]]:
-    """Topological levels: every name's dependencies sit in earlier levels.
+    """Topological levels: every name's dependencies sit in earlier levels (a name's level is
+    the length of the longest chain of dependencies below it, found once per name: a chain of
+    1,000 services costs 1,000 steps, not 1,000 scans of 1,000).
 
     Names keep their declaration order within a level. Raises ValueError on a cycle.
     """
-    remaining = {name: {d for d in ds if d in deps} for name, ds in deps.items()}
-    order = list(deps)
-    out: list[list[str]] = []
-    done: set[str] = set()
-    while remaining:
-        level = [n for n in order if n in remaining and remaining[n] <= done]
-        if not level:
-            cycle = find_cycle(deps) or list(remaining)
-            raise ValueError(" -> ".join(cycle))
-        for n in level:
-            del remaining[n]
-        done.update(level)
-        out.append(level)
+    known = {name: [d for d in ds if d in deps] for name, ds in deps.items()}
+    depth: dict[str, int] = {}
+    for root in known:
+        if root in depth:
+            continue
+        stack = [(root, iter(known[root]))]
+        on_path = {root}
+        while stack:
+            node, todo = stack[-1]
+            for d in todo:
+                if d in depth:
+                    continue
+                if d in on_path:
+                    raise ValueError(" -> ".join(find_cycle(deps) or [node, d]))
+                on_path.add(d)
+                stack.append((d, iter(known[d])))
+                break
+            else:
+                stack.pop()
+                on_path.discard(node)
+                depth[node] = 1 + max((depth[d] for d in known[node]), default=-1)
+    out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for name in known:
+        out[depth[name]].append(name)
     return out
 
 

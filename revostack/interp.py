@@ -28,8 +28,18 @@ class Ref:
         return self.attr is not None
 
 
+_parsed: dict[str, tuple[str | None, str | None, str | None, str | None]] = {}  # the same few bodies, again and again
+
+
 def _parse_braced(body: str) -> tuple[str | None, str | None, str | None, str | None]:
     """-> (var, default, service, attr)"""
+    hit = _parsed.get(body)
+    if hit is None:
+        hit = _parsed[body] = _parse_braced_once(body)
+    return hit
+
+
+def _parse_braced_once(body: str) -> tuple[str | None, str | None, str | None, str | None]:
     if body in ("port", "host"):
         return None, None, "", body
     m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_-]*)\.(port|host)", body)
@@ -42,6 +52,7 @@ def _parse_braced(body: str) -> tuple[str | None, str | None, str | None, str | 
 
 
 # compiled on first use (re caches it): only a string holding "${" needs it
+_valid: set[str] = set()  # bodies seen to be valid
 _VALID_BODY = r"[A-Za-z_][A-Za-z0-9_]*(?::?-.*)?|port|host|[A-Za-z0-9][A-Za-z0-9_-]*\.(?:port|host)"
 
 
@@ -66,8 +77,11 @@ def malformed(text: str, shell: bool = False) -> list[tuple[str, str]]:
             out.append((frag, f'unterminated "{frag}": "${{" without its closing "}}"'))
             return out
         body = text[i + 2:end]
-        if not shell and not re.fullmatch(_VALID_BODY, body, re.S):
-            out.append((text[i:end + 1], _why(body)))
+        if not shell and body not in _valid:
+            if re.fullmatch(_VALID_BODY, body, re.S):
+                _valid.add(body)
+            else:
+                out.append((text[i:end + 1], _why(body)))
         i = end + 1
 
 

@@ -471,6 +471,8 @@ def resolve_health(stack: Stack, svc: Service, port: int | None, service_ports: 
     host = stack.host
     if h.implicit and host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
+    if h.implicit and port is not None:  # "${host}:${port}", without building a resolver for it
+        return replace(h, target=f"{host}:{port}")
     resolve = _resolver(replace(stack, host=host) if host != stack.host else stack, svc, port, service_ports, env)
     return replace(h, target=interp.expand(h.target, resolve, shell=h.kind is HealthKind.CMD))
 
