@@ -59,6 +59,7 @@ def create(client, spec: dict) -> str:
     from docker.errors import APIError, NotFound
 
     from revostack import engine
+    from revostack.procs import is_alive
 
     api = client.api
     name = spec["name"]
@@ -69,7 +70,7 @@ def create(client, spec: dict) -> str:
             raise engine.EngineError(f'a container named "{name}" exists and is not this stack\'s: left alone; '
                                      "remove or rename it")
         helper = engine._int(labels.get(engine.LABEL_HELPER))
-        if helper and helper != os.getpid() and _alive(helper):
+        if helper and helper != os.getpid() and is_alive(helper):
             name = f"{name}-{os.getpid()}"  # another generation of the instance (blue/green) has the name
         else:
             engine.remove(client, old["Id"])
@@ -100,16 +101,6 @@ def create(client, spec: dict) -> str:
     except APIError as e:
         raise engine.EngineError(engine.reason(e)) from None
     return made["Id"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def run(client, cid: str, spec: dict) -> int:

@@ -354,17 +354,7 @@ def container_run(stack: Stack, svc: Service, name: str, publish: int | None, po
             return None if p is None else str(p)
         return _resolver(inside_stack, svc, svc.container_port, sports, lookup)(ref)
 
-    for layer, interpolate in ((stack.dotenv, False), (stack.env, True), (svc.dotenv, False), (svc.env, True)):
-        for key, value in layer.items():
-            base[key] = interp.expand(value, resolve) if interpolate else value
-    if "PYTHONUNBUFFERED" not in inside:
-        base["PYTHONUNBUFFERED"] = "1"
-    if color is True:
-        for key in ("FORCE_COLOR", "CLICOLOR_FORCE"):
-            if key not in inside:
-                base[key] = "1"
-    elif color is False:
-        own["NO_COLOR"] = "1"
+    _layers(stack, svc, own, base, inside, resolve, color)
     if isinstance(svc.cmd, str):
         cmd: str | tuple[str, ...] = interp.expand(svc.cmd, resolve, shell=True)
     else:
@@ -437,22 +427,28 @@ def instance_env(
     own["REVOSTACK_SERVICE"] = inst
     base = dict(environ)
     env = ChainMap(own, shared, base)  # what an interpolated value sees: ours win, as below
-    for layer, interpolate in ((stack.dotenv, False), (stack.env, True), (svc.dotenv, False), (svc.env, True)):
-        for key, value in layer.items():
-            if interpolate:
-                value = interp.expand(value, _resolver(stack, svc, port, service_ports, env))
-            base[key] = value
-    if "PYTHONUNBUFFERED" not in env:
-        base["PYTHONUNBUFFERED"] = "1"
+    _layers(stack, svc, own, base, env, _resolver(stack, svc, port, service_ports, env), color)
     if stack.kind == "procfile":
         own["HONCHO_PROCESS_NAME"] = inst  # as honcho sets it
+    return env
+
+
+def _layers(stack: Stack, svc: Service, own: dict[str, str], base: dict[str, str], view: Mapping[str, str],
+            resolve: Callable[[interp.Ref], str | None], color: bool | None) -> None:
+    """Into ``base``: the env files and ``env`` tables, stack's then service's (later wins, a
+    value interpolated against ``view``, which sees what is set before it); then what revostack
+    adds unless already set. The same for a process and, seen from inside, a container."""
+    for layer, interpolate in ((stack.dotenv, False), (stack.env, True), (svc.dotenv, False), (svc.env, True)):
+        for key, value in layer.items():
+            base[key] = interp.expand(value, resolve) if interpolate else value
+    if "PYTHONUNBUFFERED" not in view:
+        base["PYTHONUNBUFFERED"] = "1"
     if color is True:
         for key in ("FORCE_COLOR", "CLICOLOR_FORCE"):
-            if key not in env:
+            if key not in view:
                 base[key] = "1"
     elif color is False:
         own["NO_COLOR"] = "1"
-    return env
 
 
 def resolve_cmd(stack: Stack, svc: Service, port: int | None, service_ports: Mapping[str, int | None],

@@ -145,6 +145,18 @@ def stacks(docker, tmp_path):
         s.cleanup()
 
 
+def web(base: int, extra: str = "", image: str = IMAGE) -> str:
+    """A container service "web": busybox httpd published on ``base``."""
+    return f"""
+[services.web]
+image = "{image}"
+cmd = "{HTTPD}"
+port = {base}
+container_port = 8080
+stop_timeout = 5
+{extra}"""
+
+
 def settled(s: Stack, *names: str, state: str = "healthy"):
     """ps once the instances are in ``state`` and each container service's container is known."""
     def ready(rows: dict) -> dict | None:
@@ -282,14 +294,7 @@ stop_timeout = 5
 
 def test_sigkilled_up_then_down_leaves_nothing_and_up_reclaims(stacks):
     base = free_base((0,))
-    s = stacks(f"""
-[services.web]
-image = "{IMAGE}"
-cmd = "{HTTPD}"
-port = {base}
-container_port = 8080
-stop_timeout = 5
-
+    s = stacks(web(base) + f"""
 [services.side]
 image = "{IMAGE}"
 cmd = "trap 'exit 0' TERM; sleep 300 & wait"
@@ -412,16 +417,7 @@ def test_blue_green_restart_of_a_container_drops_no_request(stacks):
     import threading
 
     base = free_base((0,))
-    s = stacks(f"""
-[services.web]
-image = "{IMAGE}"
-cmd = "{HTTPD}"
-port = {base}
-container_port = 8080
-handoff = "proxy"
-stop_timeout = 5
-drain_timeout = 1
-""")
+    s = stacks(web(base, 'handoff = "proxy"\ndrain_timeout = 1\n'))
     assert s.cli("up", "-d").returncode == 0
     before = settled(s, "web.1")["web.1"]
     results: list[str] = []
@@ -495,14 +491,7 @@ def test_images_are_pulled_for_real_and_a_failed_pull_says_why(stacks):
     image = f"127.0.0.1:{reg.port}/revostack/pulled:1"
     base = free_base((0,))
     try:
-        s = stacks(f"""
-[services.web]
-image = "{image}"
-cmd = "{HTTPD}"
-port = {base}
-container_port = 8080
-stop_timeout = 5
-""")
+        s = stacks(web(base, image=image))
         r = s.cli("up", "-d")
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"pulled {image}" in r.stderr and reg.pulls >= 1
