@@ -70,8 +70,10 @@ def create(client, spec: dict) -> str:
             raise engine.EngineError(f'a container named "{name}" exists and is not this stack\'s: left alone; '
                                      "remove or rename it")
         helper = engine._int(labels.get(engine.LABEL_HELPER))
-        if helper and helper != os.getpid() and is_alive(helper):
-            name = f"{name}-{os.getpid()}"  # another generation of the instance (blue/green) has the name
+        if (helper and helper != os.getpid() and is_alive(helper)) or spec.get("keep_stale"):
+            # another generation of the instance (blue/green) has the name, or a leftover the
+            # conservative strategy keeps
+            name = f"{name}-{os.getpid()}"
         else:
             engine.remove(client, old["Id"])
     except NotFound:

@@ -229,10 +229,10 @@ def _int(text) -> int | None:
 
 
 def prepare(stack, selected: Iterable[str], say: Callable[[str], None], clean_stale: bool,
-            interactive: bool) -> dict[str, str]:
+            interactive: bool, keep_stale: bool = False) -> dict[str, str]:
     """Before a stack with containers starts: an engine must answer (Unavailable names the
     services that need one), containers left by a dead earlier run of this stack are removed
-    (``clean_stale``), the stack's network exists, and every image is present or pulled.
+    (``clean_stale``; only named with ``keep_stale``), the stack's network exists, and every image is present or pulled.
     Returns {service: why it cannot start} for the images that could not be had."""
     services = [stack.services[n] for n in selected if stack.services[n].image is not None]
     if not services:
@@ -243,7 +243,11 @@ def prepare(stack, selected: Iterable[str], say: Callable[[str], None], clean_st
         names = ", ".join(s.name for s in services)
         what = "runs as a container" if len(services) == 1 else "run as containers"
         raise Unavailable(f"{names} {what}, but {e}") from None
-    if clean_stale:
+    if clean_stale and keep_stale:  # the conservative strategy: leftovers stay, ports move around them
+        for c in containers_of(client, stack.id):
+            say(f"container {(c.get('Names') or ['?'])[0].lstrip('/')} is left from an earlier run; "
+                "conservative: not removed")
+    elif clean_stale:
         for name in clean(client, stack.id, keep_network=True):
             say(f"removed container {name}, left from an earlier run")
     ensure_network(client, stack)

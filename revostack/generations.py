@@ -78,7 +78,7 @@ async def spawn(sup, st) -> Generation:
     pty = inst.service.pty
     argv = procs.argv_for(inst.cmd) if inst.container is None else CONTAINER_ARGV
     if inst.container is not None:
-        env = ChainMap({"REVOSTACK_CONTAINER": container_spec(sup.stack, inst)}, env)
+        env = ChainMap({"REVOSTACK_CONTAINER": container_spec(sup.stack, inst, sup.options.strategy)}, env)
     child = await process.spawn(argv, str(inst.cwd), env, _feeder(sup.sink, st.name, checker),
                                 pty=pty, listen_fd=listen_fd, on_raw=st.console.output,
                                 winsize=st.console.winsize if pty else None)
@@ -97,7 +97,7 @@ CONTAINER_ARGV = [sys.executable, "-m", "revostack.container"]
 CONTAINER_GRACE = 10.0  # seconds a container's helper gets beyond stop_timeout: the engine kills at stop_timeout
 
 
-def container_spec(stack, inst: Instance) -> str:
+def container_spec(stack, inst: Instance, strategy=None) -> str:
     """What the helper (revostack.container) creates the container from, as JSON."""
     from revostack import engine
     from revostack.plan import container_alias
@@ -112,6 +112,7 @@ def container_spec(stack, inst: Instance) -> str:
         "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in svc.volumes],
         "network": engine.network_name(stack.id), "aliases": [svc.name, container_alias(svc.name, inst.index)],
         "stop_signal": svc.stop_signal, "stop_timeout": svc.stop_timeout, "tty": svc.pty, "pull": svc.pull.value,
+        "keep_stale": (strategy or stack.strategy).value == "conservative",
     })
 
 

@@ -515,3 +515,27 @@ def test_images_are_pulled_for_real_and_a_failed_pull_says_why(stacks):
     log = (s.root / ".revostack" / "logs" / "system.log").read_text()
     assert f"web.1 could not start: could not pull image {image}:" in log
     assert "connection refused" in log.lower() or "connect" in log.lower(), log
+
+
+def test_conservative_keeps_a_stale_container_and_moves_around_it(stacks):
+    import psutil
+
+    base = free_base((0, 1))
+    s = stacks(web(base))
+    up = s.up_foreground()
+    settled(s, "web.1")
+    os.kill(up.pid, signal.SIGKILL)
+    up.wait(timeout=10)
+    for p in psutil.process_iter():
+        if _marker(p) == s.id:
+            p.kill()  # its helper too: the container is left, as after a crash of everything
+    stale = [c["Id"] for c in s.containers()]
+    assert len(stale) == 1
+    r = s.cli("up", "-d", "--strategy", "conservative")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is left from an earlier run; conservative: not removed" in r.stderr
+    rows = settled(s, "web.1")
+    assert rows["web.1"]["port"] == base + 1 and rows["web.1"]["container"] != stale[0][:12]
+    assert "hello" in http(base) and "hello" in http(base + 1)  # the leftover still serves, untouched
+    assert s.cli("down").returncode == 0
+    assert s.containers() == []  # down leaves nothing of the stack, leftovers included

@@ -22,7 +22,8 @@ def cmd_up(args) -> int:
         # before `up -d` leaves the terminal: an engine, the images (pulled where the user sees it),
         # stale containers removed; the supervisor it starts is told what could not be had
         unavailable = prepare_containers(stack, stack.selection(list(args.services) or None),
-                                         clean_stale=not RunDir(stack).is_locked())
+                                         clean_stale=not RunDir(stack).is_locked(),
+                                         strategy=strategy_of(args) or stack.strategy)
         os.environ[PREPARED] = json.dumps(unavailable)
     if args.ui:
         if args.detach or args.dashboard:
@@ -49,7 +50,7 @@ def cmd_up(args) -> int:
         conflicts.reclaim_leftovers(stack, rd, strategy, say)
         prepared = os.environ.pop(PREPARED, None)  # `up -d` did it before starting this supervisor
         unavailable = json.loads(prepared) if prepared else prepare_containers(stack, selected, clean_stale=True,
-                                                                               say=say)
+                                                                               say=say, strategy=strategy)
         from revostack import plan as planmod
 
         world = probe.ProbeWorld(stack.host, rd.ownership(running=False))
@@ -76,7 +77,7 @@ def cmd_up(args) -> int:
 PREPARED = "REVOSTACK_CONTAINERS_PREPARED"  # to the supervisor `up -d` starts: what it could not have
 
 
-def prepare_containers(stack, selected, clean_stale: bool, say=None) -> dict[str, str]:
+def prepare_containers(stack, selected, clean_stale: bool, say=None, strategy=None) -> dict[str, str]:
     """The engine's part of starting a stack with containers (nothing for a stack without):
     {service: why it cannot start}; no engine is a usage error (exit 2) before anything starts."""
     if not any(stack.services[n].image is not None for n in selected):
@@ -85,7 +86,10 @@ def prepare_containers(stack, selected, clean_stale: bool, say=None) -> dict[str
 
     say = say or (lambda text: print(f"revostack: {text}", file=sys.stderr))
     try:
-        return engine.prepare(stack, selected, say, clean_stale, interactive=sys.stderr.isatty())
+        from revostack.stackfile import Strategy
+
+        return engine.prepare(stack, selected, say, clean_stale, interactive=sys.stderr.isatty(),
+                              keep_stale=strategy is Strategy.CONSERVATIVE)
     except engine.Unavailable as e:
         raise UsageError(str(e)) from None
     except Exception as e:  # the engine refused something (a network, a label filter)
