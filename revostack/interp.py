@@ -109,6 +109,22 @@ def references(text: str) -> list[Ref]:
     return refs
 
 
+_token_refs: dict[str, Ref] = {}  # a token's reference, for a resolver (which never asks where it stood)
+
+
+def _token_ref(m: re.Match[str]) -> Ref:
+    text = m.group(0)
+    ref = _token_refs.get(text)
+    if ref is None:
+        if m.group(3) is not None:
+            ref = Ref(text, var=m.group(3))
+        else:
+            var, default, service, attr = _parse_braced(m.group(2))
+            ref = Ref(text, var, default, service, attr, True)
+        _token_refs[text] = ref
+    return ref
+
+
 def expand(text: str, resolve: Callable[[Ref], str | None], *, shell: bool = False) -> str:
     """Replace every reference by ``resolve(ref)``.
 
@@ -123,11 +139,7 @@ def expand(text: str, resolve: Callable[[Ref], str | None], *, shell: bool = Fal
     def sub(m: re.Match[str]) -> str:
         if m.group(1):
             return m.group(0) if shell else "$"
-        if m.group(3) is not None:
-            ref = Ref(m.group(0), var=m.group(3), start=m.start())
-        else:
-            var, default, service, attr = _parse_braced(m.group(2))
-            ref = Ref(m.group(0), var, default, service, attr, True, m.start())
+        ref = _token_ref(m)
         if shell and not ref.is_stack_ref:
             return m.group(0)
         value = resolve(ref)

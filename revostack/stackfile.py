@@ -723,14 +723,14 @@ class _Loader:
             deps = []
             for d in svc.depends_on:
                 target = services.get(d.name)
-                cond = d.condition
-                if cond is None:
-                    cond = Condition.HEALTHY if target is not None and target.health else Condition.STARTED
-                elif cond is Condition.HEALTHY and target is not None and target.health is None:
+                if d.condition is None:
+                    d = Dependency(d.name, Condition.HEALTHY if target is not None and target.health else Condition.STARTED)
+                elif d.condition is Condition.HEALTHY and target is not None and target.health is None:
                     self.err(("services", name, "depends_on", d.name),
                              f'"{d.name}" has no health check (no port and no health table), so it can never be healthy')
-                deps.append(Dependency(d.name, cond))
-            fixed[name] = replace(svc, depends_on=tuple(deps))
+                deps.append(d)
+            changed = any(a is not b for a, b in zip(deps, svc.depends_on))  # only list forms need resolving
+            fixed[name] = replace(svc, depends_on=tuple(deps)) if changed else svc
         return fixed
 
     def check_references(self, stack: Stack) -> None:
