@@ -203,9 +203,10 @@ def by_published_port(client, port: int) -> dict | None:
     return None
 
 
-def describe_containers(client, stack_id: str) -> dict[str, dict]:
-    """Each running instance's container: {instance: {"id", "name", "image", "pid", "helper"}}."""
-    out: dict[str, dict] = {}
+def describe_containers(client, stack_id: str) -> dict[str, list[dict]]:
+    """The running containers of each instance (two during a blue/green handoff):
+    {instance: [{"id", "name", "image", "pid", "helper"}]}."""
+    out: dict[str, list[dict]] = {}
     for c in containers_of(client, stack_id, all_states=False):
         labels = c.get("Labels") or {}
         inst = labels.get(LABEL_INSTANCE)
