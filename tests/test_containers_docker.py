@@ -539,3 +539,30 @@ def test_conservative_keeps_a_stale_container_and_moves_around_it(stacks):
     assert "hello" in http(base) and "hello" in http(base + 1)  # the leftover still serves, untouched
     assert s.cli("down").returncode == 0
     assert s.containers() == []  # down leaves nothing of the stack, leftovers included
+
+
+def test_watch_restarts_a_container_and_scale_adds_one(stacks, tmp_path):
+    """`watch` on bind-mounted code restarts the container (a new one, same port); `scale`
+    adds an instance with a port of its own, reachable from the other containers as NAME-2."""
+    base = free_base((0, 1))
+    (tmp_path / "s" / "site").mkdir(parents=True)  # a volume's host folder must exist
+    s = stacks(web(base, 'volumes = ["./site:/www:ro"]\nwatch = ["site/*.conf"]\n'))
+    (s.root / "site" / "index.html").write_text("served from the host folder\n")
+    (s.root / "site" / "app.conf").write_text("v1\n")
+    assert s.cli("up", "-d").returncode == 0
+    first = settled(s, "web.1")["web.1"]
+    assert "served from the host folder" in http(base)
+    (s.root / "site" / "app.conf").write_text("v2\n")
+    after = wait_for(lambda: (lambda r: r["web.1"] if r.get("web.1", {}).get("restarts") == 1
+                              and r["web.1"].get("container") not in (None, first["container"])
+                              and r["web.1"]["state"] == "healthy" else None)(s.ps()),
+                     timeout=60, interval=0.2, what="a restart on the change")
+    assert after["port"] == base
+    r = s.cli("scale", "web=2")
+    assert r.returncode == 0, r.stderr
+    rows = settled(s, "web.1", "web.2")
+    assert rows["web.2"]["port"] == base + 1 and rows["web.2"]["container"] != rows["web.1"]["container"]
+    assert "served from the host folder" in http(base + 1)
+    r = s.cli("run", "-s", "web", "--", "wget", "-q", "-O", "-", "http://web-2:8080/")
+    assert r.returncode == 0 and "served from the host folder" in r.stdout, r.stderr
+    assert s.cli("down").returncode == 0 and s.containers() == []
