@@ -132,16 +132,19 @@ def remove(client, cid: str, timeout: float = 0) -> bool:
         raise
 
 
-def clean(client, stack_id: str, keep_network: bool = False, only: Callable[[dict], bool] | None = None) -> list[str]:
+def clean(client, stack_id: str, keep_network: bool = False, only: Callable[[dict], bool] | None = None,
+          grace: float = 0.0) -> list[str]:
     """Remove this stack's containers (those ``only`` accepts), then its network. Returns the
-    names removed. Only what carries this stack's label is touched."""
+    names removed. Only what carries this stack's label is touched. ``grace``: a running one
+    gets its stop signal and that long to stop before it is killed (a stale postgres shuts
+    down cleanly rather than recovering from a kill)."""
     from docker.errors import APIError, NotFound
 
     gone = []
     for c in containers_of(client, stack_id):
         if (c.get("Labels") or {}).get(LABEL_STACK) != stack_id or (only is not None and not only(c)):
             continue
-        if remove(client, c["Id"]):
+        if remove(client, c["Id"], grace if c.get("State") == "running" else 0):
             gone.append((c.get("Names") or ["/" + short(c["Id"])])[0].lstrip("/"))
     if not keep_network:
         try:
@@ -151,6 +154,11 @@ def clean(client, stack_id: str, keep_network: bool = False, only: Callable[[dic
         except (NotFound, APIError):
             pass
     return gone
+
+
+def stop_grace(stack) -> float:
+    """How long a stale container of the stack may take to stop: its services' longest stop_timeout."""
+    return max((s.stop_timeout for s in stack.services.values() if s.image is not None), default=stack.stop_timeout)
 
 
 def image_present(client, image: str) -> bool:
@@ -249,7 +257,7 @@ def prepare(stack, selected: Iterable[str], say: Callable[[str], None], clean_st
             say(f"container {(c.get('Names') or ['?'])[0].lstrip('/')} is left from an earlier run; "
                 "conservative: not removed")
     elif clean_stale:
-        for name in clean(client, stack.id, keep_network=True):
+        for name in clean(client, stack.id, keep_network=True, grace=stop_grace(stack)):
             say(f"removed container {name}, left from an earlier run")
     ensure_network(client, stack)
     failed: dict[str, str] = {}

@@ -182,7 +182,7 @@ def _clean_containers(stack) -> bool:
 
     try:
         client = engine.connect()
-        names = engine.clean(client, stack.id)
+        names = engine.clean(client, stack.id, grace=engine.stop_grace(stack))
     except engine.Unavailable as e:
         print(f"revostack: could not look for the stack's containers: {e}", file=sys.stderr)
         return False
