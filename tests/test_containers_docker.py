@@ -566,3 +566,19 @@ def test_watch_restarts_a_container_and_scale_adds_one(stacks, tmp_path):
     r = s.cli("run", "-s", "web", "--", "wget", "-q", "-O", "-", "http://web-2:8080/")
     assert r.returncode == 0 and "served from the host folder" in r.stdout, r.stderr
     assert s.cli("down").returncode == 0 and s.containers() == []
+
+
+def test_connect_types_into_a_container(stacks):
+    s = stacks(f"""
+[services.echo]
+image = "{IMAGE}"
+cmd = "while read line; do echo got $line; done"
+stop_timeout = 1
+""")
+    assert s.cli("up", "-d").returncode == 0
+    settled(s, "echo.1", state="running")
+    r = cli("connect", "echo", cwd=s.root, env=clean_env(), timeout=60, input="hello container\n")
+    assert r.returncode == 0, r.stderr
+    assert "got hello container" in r.stdout
+    assert "got hello container" in s.cli("logs", "echo").stdout
+    assert s.cli("down").returncode == 0 and s.containers() == []
