@@ -164,7 +164,7 @@ class Supervisor:
 
     async def stop_and_wait(self, reason: str) -> dict:
         """Stop the stack and return, once it is stopped, what happened (for `down`)."""
-        before = {st.name: st.child.pid if st.child is not None else None for st in self.instances.values()}
+        before = {st.name: _shown_pid(st) for st in self.instances.values()}
         failed = [st.name for st in self.instances.values() if st.state is State.FAILED]
         self._stop_waiters.add(asyncio.current_task())
         self.request_stop(reason)
@@ -587,6 +587,13 @@ class Supervisor:
     def _flush_state(self) -> None:
         if self._state_dirty and not self.stopping:
             self.save_state(now=True)
+
+
+def _shown_pid(st: InstanceState) -> int | None:
+    """The pid a user knows an instance by: its process's, or its container's main process."""
+    if st.gen is None:
+        return None
+    return st.gen.container["pid"] if st.gen.container else st.gen.pid
 
 
 def _stable_after() -> float:

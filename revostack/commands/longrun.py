@@ -11,6 +11,13 @@ from revostack.commands.common import NOT_ANSWERING, ask_running, load_stack
 from revostack.errors import EXIT_FAILED, EXIT_OK, StateError, UsageError
 
 SETTLED = {"healthy", "running", "completed", "failed", "stopped", "unhealthy"}
+
+
+def settled(i: dict) -> bool:
+    """An instance `up -d` need not wait for any more; a container's once the engine runs it."""
+    if i.get("state") not in SETTLED:
+        return False
+    return not (i.get("image") and i.get("state") in ("running", "healthy") and not i.get("container"))
 CHANGE_TIMEOUT = 120.0  # stop, scale and reload wait for stop timeouts and health checks
 
 
@@ -118,7 +125,7 @@ def detach(args, stack) -> int:
             _tail(log, start)
             return code or EXIT_FAILED
         reply = _ps(stack)
-        if reply is not None and all(i.get("state") in SETTLED for i in reply["instances"].values()):
+        if reply is not None and all(settled(i) for i in reply["instances"].values()):
             break
         time.sleep(0.05)
     if reply is None:
@@ -130,7 +137,7 @@ def detach(args, stack) -> int:
         for line in up_summary(reply["instances"]):
             print(line)
     failed = [n for n, i in reply["instances"].items() if i.get("state") in ("failed", "unhealthy")]
-    waiting = [n for n, i in reply["instances"].items() if i.get("state") not in SETTLED]
+    waiting = [n for n, i in reply["instances"].items() if not settled(i)]
     print(f"stack \"{stack.name}\" runs in the background (pid {child.pid}); logs: `revostack logs`, "
           "`revostack attach`; stop it with `revostack down`")
     if waiting:
