@@ -69,7 +69,7 @@ def create(client, spec: dict) -> str:
         if labels.get(engine.LABEL_STACK) != spec["labels"][engine.LABEL_STACK]:
             raise engine.EngineError(f'a container named "{name}" exists and is not this stack\'s: left alone; '
                                      "remove or rename it")
-        helper = engine._int(labels.get(engine.LABEL_HELPER))
+        helper = engine.helper_of(labels)
         if (helper and helper != os.getpid() and is_alive(helper)) or spec.get("keep_stale"):
             # another generation of the instance (blue/green) has the name, or a leftover the
             # conservative strategy keeps

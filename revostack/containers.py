@@ -21,9 +21,10 @@ def client(sup):
     return sup.engine
 
 
-def follow(sup, st, gen) -> None:
+def follow(sup, gen) -> None:
     """Find the container a new generation's helper runs: ps shows it, checks wait for it."""
-    task = asyncio.ensure_future(_find(sup, st, gen))
+    gen.container_ready = asyncio.Event()
+    task = asyncio.ensure_future(_find(sup, gen))
     sup.background.add(task)
     task.add_done_callback(sup.background.discard)
 
@@ -32,36 +33,36 @@ FIND_FAST = 0.02  # seconds between looks while a container starts (a start take
 FIND_SLOW = 1.0  # slower, up to this
 
 
-async def _find(sup, st, gen) -> None:
-    """Ask the engine which container carries the helper's label, until it runs (has a pid)."""
-    helper = gen.pid
-
-    def look() -> dict | None:
-        for entry in engine.describe_containers(client(sup), sup.stack.id).get(st.name, []):
-            if entry["helper"] == helper and entry["pid"]:
-                return entry
-        return None
-
+async def _find(sup, gen) -> None:
+    """Ask the engine, by the helper's label, for its container until it runs (has a pid)."""
     delay = FIND_FAST
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 300 and not gen.child.protocol.exited.done():
-        try:
-            found = await asyncio.to_thread(look)
-        except Exception:
-            found = None
-        if found is not None:
-            gen.container = found
-            sup.save_state()
-            return
-        await asyncio.sleep(delay)
-        if time.monotonic() - t0 > 2:
-            delay = min(delay * 1.5, FIND_SLOW)
+    try:
+        while time.monotonic() - t0 < 300 and not gen.child.protocol.exited.done():
+            try:
+                found = await asyncio.to_thread(lambda: engine.run_by(client(sup), sup.stack.id, gen.pid))
+            except Exception:
+                found = None
+            if found is not None:
+                gen.container = found
+                sup.save_state()
+                return
+            await asyncio.sleep(delay)
+            if time.monotonic() - t0 > 2:
+                delay = min(delay * 1.5, FIND_SLOW)
+    finally:
+        gen.container_ready.set()  # found, or never will be: the checks go on either way
 
 
 async def running(gen) -> None:
-    """Until the generation's container runs (or its helper has exited)."""
-    while gen.container is None and not gen.child.protocol.exited.done():
-        await asyncio.sleep(0.01)
+    """Until the generation's container runs (or the engine cannot say, or its helper exited)."""
+    if gen.container_ready is None or gen.container_ready.is_set():
+        return
+    ready = asyncio.ensure_future(gen.container_ready.wait())
+    try:
+        await asyncio.wait({ready, gen.child.protocol.exited}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
 
 
 def remove_for_helper(sup, helper: int) -> None:

@@ -89,6 +89,16 @@ def short(cid: str) -> str:
     return cid[:12]
 
 
+def name_of(c: dict) -> str:
+    """A container's name, from the engine's list entry."""
+    return (c.get("Names") or ["/" + short(c["Id"])])[0].lstrip("/")
+
+
+def summary(c: dict) -> dict:
+    """What revostack shows of a container: {"id", "name", "image"}."""
+    return {"id": short(c["Id"]), "name": name_of(c), "image": c.get("Image")}
+
+
 def network_name(stack_id: str) -> str:
     return f"revostack_{stack_id}"
 
@@ -145,7 +155,7 @@ def clean(client, stack_id: str, keep_network: bool = False, only: Callable[[dic
         if (c.get("Labels") or {}).get(LABEL_STACK) != stack_id or (only is not None and not only(c)):
             continue
         if remove(client, c["Id"], grace if c.get("State") == "running" else 0):
-            gone.append((c.get("Names") or ["/" + short(c["Id"])])[0].lstrip("/"))
+            gone.append(name_of(c))
     if not keep_network:
         try:
             net = client.api.inspect_network(network_name(stack_id))
@@ -206,28 +216,24 @@ def by_published_port(client, port: int) -> dict | None:
         return None
     for c in found:
         if any(p.get("PublicPort") == port for p in c.get("Ports") or []):
-            return {"id": short(c["Id"]), "name": (c.get("Names") or ["?"])[0].lstrip("/"), "image": c.get("Image"),
-                    "labels": c.get("Labels") or {}}
+            return {**summary(c), "labels": c.get("Labels") or {}}
     return None
 
 
-def describe_containers(client, stack_id: str) -> dict[str, list[dict]]:
-    """The running containers of each instance (two during a blue/green handoff):
-    {instance: [{"id", "name", "image", "pid", "helper"}]}."""
-    out: dict[str, list[dict]] = {}
-    for c in containers_of(client, stack_id, all_states=False):
-        labels = c.get("Labels") or {}
-        inst = labels.get(LABEL_INSTANCE)
-        if not inst:
-            continue
-        try:
-            pid = client.api.inspect_container(c["Id"])["State"]["Pid"] or None
-        except Exception:
-            pid = None
-        entry = {"id": short(c["Id"]), "name": (c.get("Names") or ["?"])[0].lstrip("/"), "image": c.get("Image"),
-                 "pid": pid, "helper": _int(labels.get(LABEL_HELPER))}
-        out.setdefault(inst, []).append(entry)
-    return out
+def run_by(client, stack_id: str, helper: int) -> dict | None:
+    """The running container a helper process runs, once the engine has started its main
+    process: {"id", "name", "image", "pid"} (the pid as the host sees it), else None."""
+    found = client.api.containers(filters={"label": [f"{LABEL_STACK}={stack_id}", f"{LABEL_HELPER}={helper}"]})
+    for c in found:
+        pid = client.api.inspect_container(c["Id"])["State"]["Pid"]
+        if pid:
+            return {**summary(c), "pid": pid}
+    return None
+
+
+def helper_of(labels: dict) -> int | None:
+    """The pid of the helper that runs a container, from its labels."""
+    return _int(labels.get(LABEL_HELPER))
 
 
 def _int(text) -> int | None:
@@ -254,7 +260,7 @@ def prepare(stack, selected: Iterable[str], say: Callable[[str], None], clean_st
         raise Unavailable(f"{names} {what}, but {e}") from None
     if clean_stale and keep_stale:  # the conservative strategy: leftovers stay, ports move around them
         for c in containers_of(client, stack.id):
-            say(f"container {(c.get('Names') or ['?'])[0].lstrip('/')} is left from an earlier run; "
+            say(f"container {name_of(c)} is left from an earlier run; "
                 "conservative: not removed")
     elif clean_stale:
         for name in clean(client, stack.id, keep_network=True, grace=stop_grace(stack)):

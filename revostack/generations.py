@@ -53,6 +53,7 @@ class Generation:
     checker: Checker | None = None  # a `log` check, fed this generation's own output
     task: asyncio.Task | None = field(default=None, repr=False)  # its drain, once replaced
     container: dict | None = None  # with ``image``: the container its helper runs (id, name, pid), once running
+    container_ready: asyncio.Event | None = field(default=None, repr=False)  # set once that is known (or never will be)
 
     @property
     def pid(self) -> int:
@@ -86,7 +87,7 @@ async def spawn(sup, st) -> Generation:
     if inst.container is not None:
         from revostack import containers
 
-        containers.follow(sup, st, gen)
+        containers.follow(sup, gen)
     if public is not None:
         gen.backend = Backend(st.name, public.backend_host, port)
         public.add(gen.backend)

@@ -18,14 +18,18 @@ from revostack.procs import spawned
 from revostack.stackfile import Health, HealthKind
 
 
+def _host_port(target: str) -> tuple[str, str]:
+    """``HOST:PORT`` of a tcp check: a wildcard address (or none) is checked on loopback."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), port
+
+
 async def _tcp(target: str, timeout: float) -> tuple[bool, str]:
     """A non-blocking connect on a bare socket, closed at once: no transport, stream, task or
     timer when it completes within the call, as it does on loopback (with 200 services checked
     every second, asyncio's streams cost ~2 % of a core here; this, a third of it)."""
-    host, _, port = target.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+    host, port = _host_port(target)
     why = "no address"
     try:
         addresses = _resolved.get((host, int(port))) or await _addresses(host, int(port))
@@ -53,10 +57,7 @@ async def _tcp_published(target: str, timeout: float) -> tuple[bool, str]:
     """A TCP check through a port the engine publishes: its proxy accepts every connection at
     once and closes it when nothing listens inside the container yet, so a connect alone proves
     nothing. Ready when the connection stays open (or the server speaks first)."""
-    host, _, port = target.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+    host, port = _host_port(target)
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, int(port))

@@ -376,6 +376,7 @@ class Supervisor:
                     t.cancel()
         if exit_task in done:
             code = exit_task.result()
+            self.container_gone(st, child.pid, code)
             self._exited(st, code)
             return "exit", code
         if self.stopping:
@@ -394,8 +395,6 @@ class Supervisor:
         return "unhealthy", None
 
     def _exited(self, st: InstanceState, code: int) -> None:
-        if st.gen is not None:
-            self.container_gone(st, st.gen.pid, code)
         st.returncode = code
         if not st.draining:
             self.sink.end(st.name)

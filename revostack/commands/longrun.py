@@ -11,6 +11,7 @@ from revostack.commands.common import NOT_ANSWERING, ask_running, load_stack
 from revostack.errors import EXIT_FAILED, EXIT_OK, StateError, UsageError
 
 SETTLED = {"healthy", "running", "completed", "failed", "stopped", "unhealthy"}
+CHANGE_TIMEOUT = 120.0  # stop, scale and reload wait for stop timeouts and health checks
 
 
 def settled(i: dict) -> bool:
@@ -18,7 +19,6 @@ def settled(i: dict) -> bool:
     if i.get("state") not in SETTLED:
         return False
     return not (i.get("image") and i.get("state") in ("running", "healthy") and not i.get("container"))
-CHANGE_TIMEOUT = 120.0  # stop, scale and reload wait for stop timeouts and health checks
 
 
 def _needs_terminal(what: str) -> None:
